@@ -1,0 +1,1 @@
+"""Instrument facts: detector tables for GMOS (Hamamatsu) and GSAOI."""

@@ -1,0 +1,220 @@
+"""Reading raw Gemini files and writing multi-extension FITS products, atomically.
+
+Every write goes to a temporary file in the destination folder and is renamed into place,
+so a reader (or Snakemake after a crash) never sees a half-written product. Every read of
+a raw file checks that it is a complete, readable FITS file from a supported Gemini
+instrument, and says which file is wrong and why when it is not.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+from astropy.utils.exceptions import AstropyUserWarning
+
+__all__ = [
+    "GemredInputError",
+    "SUPPORTED_INSTRUMENTS",
+    "check_instrument",
+    "open_raw",
+    "read_headers",
+    "write_fits_atomic",
+    "processed_hdus",
+]
+
+SUPPORTED_INSTRUMENTS = ("GMOS-N", "GMOS-S", "GSAOI")
+
+
+class GemredInputError(ValueError):
+    """An input file or selection that cannot be reduced; the message names file and fix."""
+
+
+def check_instrument(path: str | os.PathLike, header: fits.Header) -> None:
+    """Check that a primary header comes from a Gemini instrument that gemred reduces.
+
+    Parameters
+    ----------
+    path : path-like
+        The file the header was read from; named in the error message.
+    header : astropy.io.fits.Header
+        Its primary header.
+
+    Raises
+    ------
+    GemredInputError
+        If ``INSTRUME`` is missing (not Gemini raw data) or names an unsupported instrument.
+    """
+    instrument = str(header.get("INSTRUME", "")).strip()
+    if not instrument:
+        msg = f"{path}: not a Gemini raw file (no INSTRUME keyword in the primary header)"
+        raise GemredInputError(msg)
+    if instrument not in SUPPORTED_INSTRUMENTS:
+        msg = (
+            f"{path}: instrument {instrument!r} is not supported "
+            f"(gemred reduces {', '.join(SUPPORTED_INSTRUMENTS)} imaging); remove it from the selection"
+        )
+        raise GemredInputError(msg)
+
+
+def read_headers(path: str | os.PathLike) -> list[fits.Header]:
+    """Read every header of a FITS file without reading its pixels.
+
+    Parameters
+    ----------
+    path : path-like
+        The FITS file.
+
+    Returns
+    -------
+    list of astropy.io.fits.Header
+        The primary header first, then one per extension.
+
+    Raises
+    ------
+    GemredInputError
+        If the file is missing, empty, not FITS, or its headers are corrupt.
+    """
+    path = Path(path)
+    if not path.is_file():
+        msg = f"{path}: file not found"
+        raise GemredInputError(msg)
+    headers: list[fits.Header] = []
+    try:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size == 0:
+                msg = f"{path}: file is empty; download it again"
+                raise GemredInputError(msg)
+            while fh.tell() < size:
+                header = fits.Header.fromfile(fh, endcard=True, padding=True)
+                headers.append(header)
+                nbytes = _data_nbytes(header)
+                fh.seek(nbytes, os.SEEK_CUR)
+            if fh.tell() > size:
+                msg = (
+                    f"{path}: truncated FITS file ({size} bytes, headers announce at least "
+                    f"{fh.tell()}); download it again"
+                )
+                raise GemredInputError(msg)
+    except GemredInputError:
+        raise
+    except (OSError, ValueError, EOFError) as exc:
+        msg = f"{path}: not a readable FITS file ({exc}); check it is the right file, or download it again"
+        raise GemredInputError(msg) from exc
+    if not headers:
+        msg = f"{path}: no FITS header found"
+        raise GemredInputError(msg)
+    return headers
+
+
+def _data_nbytes(header: fits.Header) -> int:
+    """Bytes of the data unit following ``header``, padded to 2880 bytes."""
+    naxis = int(header.get("NAXIS", 0))
+    if naxis == 0:
+        return 0
+    nelem = 1
+    for i in range(1, naxis + 1):
+        nelem *= int(header[f"NAXIS{i}"])
+    nelem = (nelem + int(header.get("PCOUNT", 0))) * int(header.get("GCOUNT", 1))
+    nbytes = nelem * abs(int(header["BITPIX"])) // 8
+    return -(-nbytes // 2880) * 2880
+
+
+def open_raw(path: str | os.PathLike, *, memmap: bool = False) -> fits.HDUList:
+    """Open a raw Gemini GMOS or GSAOI file after checking it is complete and supported.
+
+    Parameters
+    ----------
+    path : path-like
+        A raw multi-extension FITS file.
+    memmap : bool
+        Memory-map the pixel data (the file is opened read-only either way).
+
+    Returns
+    -------
+    astropy.io.fits.HDUList
+        The open file; the caller closes it.
+
+    Raises
+    ------
+    GemredInputError
+        If the file is missing, truncated, corrupt, not from GMOS or GSAOI, or has no image
+        extensions.
+    """
+    path = Path(path)
+    headers = read_headers(path)
+    check_instrument(path, headers[0])
+    if len(headers) < 2:
+        msg = f"{path}: no image extensions; a raw Gemini file has one per amplifier or array"
+        raise GemredInputError(msg)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", AstropyUserWarning)
+        try:
+            return fits.open(path, mode="readonly", memmap=memmap)
+        except (OSError, ValueError, AstropyUserWarning) as exc:
+            msg = f"{path}: cannot read FITS data ({exc}); download it again"
+            raise GemredInputError(msg) from exc
+
+
+def write_fits_atomic(hdul: fits.HDUList | Iterable[fits.hdu.base.ExtensionHDU], path: str | os.PathLike) -> Path:
+    """Write an HDU list to ``path`` so that the file appears complete or not at all.
+
+    Parameters
+    ----------
+    hdul : astropy.io.fits.HDUList or iterable of HDUs
+        What to write; the first HDU must be a primary HDU.
+    path : path-like
+        Destination. Its folder is created if needed; an existing file is replaced.
+
+    Returns
+    -------
+    pathlib.Path
+        The destination path.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not isinstance(hdul, fits.HDUList):
+        hdul = fits.HDUList(list(hdul))
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        hdul.writeto(tmp, overwrite=True, output_verify="silentfix")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def processed_hdus(
+    sci: np.ndarray,
+    var: np.ndarray | None,
+    dq: np.ndarray | None,
+    header: fits.Header | None = None,
+    *,
+    extver: int = 1,
+    bunit: str = "electron",
+) -> list[fits.ImageHDU]:
+    """Build the ``SCI``, ``VAR`` and ``DQ`` extensions of one processed extension.
+
+    SCI and VAR are stored as float32 and DQ as uint16, as DRAGONS writes them.
+    """
+    base = fits.Header() if header is None else header.copy()
+    for key in ("EXTNAME", "EXTVER", "BZERO", "BSCALE", "BUNIT"):
+        base.remove(key, ignore_missing=True, remove_all=True)
+    hdus = []
+    for name, data, dtype in (("SCI", sci, np.float32), ("VAR", var, np.float32), ("DQ", dq, np.uint16)):
+        if data is None:
+            continue
+        hdr = base.copy()
+        hdu = fits.ImageHDU(np.asarray(data, dtype=dtype), header=hdr, name=name, ver=extver)
+        if name != "DQ":
+            hdu.header["BUNIT"] = (bunit if name == "SCI" else f"({bunit})**2", "physical unit")
+        hdus.append(hdu)
+    return hdus
