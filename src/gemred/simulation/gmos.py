@@ -9,9 +9,9 @@ focal plane is measured in unbinned pixels from the centre of CCD2; the telescop
 falls there, and sources move by ``(+P, +Q) / pixel_scale`` for telescope offsets ``(P, Q)``.
 At ``PA = 0`` North is up (+y) and East is left (-x).
 
-``size='small'`` keeps, on every amplifier, a window of the central 64 binned columns and
-the central 192 binned rows (and the whole overscan), with every section keyword and the
-WCS describing exactly the pixels kept. Static patterns (flat response, bias structure,
+``size='small'`` keeps, on every amplifier, 64 binned columns next to the boundary it shares
+with its neighbour and the central 192 binned rows (and the whole overscan), with every
+section keyword and the WCS describing exactly the pixels kept. Static patterns (flat response, bias structure,
 bad pixels) are always computed on the full detector and cropped, so a small file is a
 true crop of the full one.
 
@@ -109,12 +109,13 @@ class GmosGeometry:
             rows = SMALL_ROWS * self.ybin
             y1 = (height - rows) // 2 // self.ybin * self.ybin
             y2 = y1 + rows
-        margin = (gmos.AMP_WIDTH - cols) // 2 // self.xbin * self.xbin
         names = self.dset.amp_names()
         amps = []
         for ext in range(1, 13):
             ccd, pos = divmod(ext - 1, 4)
-            x1 = pos * gmos.AMP_WIDTH + margin
+            # Small windows hug the boundary an amplifier shares with its neighbour, so each CCD
+            # keeps two contiguous strips, each read by two amplifiers.
+            x1 = pos * gmos.AMP_WIDTH + (gmos.AMP_WIDTH - cols if pos % 2 == 0 else 0)
             amps.append(
                 AmpWindow(ext, ccd, pos, names[ext - 1], self.dset.chip_names[ccd], x1, x1 + cols, y1, y2)
             )
@@ -288,7 +289,7 @@ def static_defects(geom: GmosGeometry) -> tuple[list[np.ndarray], list[np.ndarra
     rng = np.random.default_rng(20170306)
     masks, factors, hots = [], [], []
     # Bad columns (binned column index per CCD); chosen to fall inside the small windows too.
-    bad_columns = {0: [400], 1: [650], 2: [150, 880]}
+    bad_columns = {0: [230], 1: [790], 2: [270, 800]}
     for ccd in range(3):
         mask = np.zeros((ny, nx), dtype=bool)
         factor = np.ones((ny, nx))
@@ -638,6 +639,7 @@ def make_scene(
     mag_range: tuple[float, float],
     density_per_arcmin2: float,
     margin_arcsec: tuple[float, float],
+    slope: float = 0.3,
 ) -> GmosScene:
     """Build the fixed parts of a preset: geometry, truth stars, PSF and detector patterns.
 
@@ -651,7 +653,11 @@ def make_scene(
     half_y = (rows[1] - rows[0]) * scale / 2 + margin_arcsec[1]
     n_stars = int(density_per_arcmin2 * (2 * half_x) * (2 * half_y) / 3600.0)
     zp = gmos.ZERO_POINTS[dset.name][filters[0]]
-    stars = star_catalogue(rng, base[0], base[1], (half_x, half_y), n_stars, mag_range, zp)
+    stars = star_catalogue(rng, base[0], base[1], (half_x, half_y), n_stars, mag_range, zp, slope=slope)
+    # A few bright stars that saturate, as any real field has, whatever the window kept.
+    bright = star_catalogue(rng, base[0], base[1], (half_x, half_y), 80 if size == "small" else 25,
+                            (12.0, 14.5), zp, slope=0.0)
+    stars = pd.concat([bright, stars], ignore_index=True).sort_values("mag", ignore_index=True)
     psf = PSF(((1.0, Moffat(seeing_arcsec / geom.pixel_scale, 4.765)),))
     bad, factors, hot = static_defects(geom)
     scene = GmosScene(geom, stars, psf, 0.0)

@@ -94,9 +94,12 @@ def gmos_starfield_plan(size: str, rng: np.random.Generator) -> gmos_sim.PresetP
     dset = gmos.detector_set("GMOS-N", dt.date(2017, 6, 14))
     base = (283.7725, 33.0289)
     small = size == "small"
+    # Small files keep about 1 arcmin^2 of sky: a denser field with relatively more bright stars
+    # keeps enough isolated, well-measured stars there for alignment and photometry.
     scene = gmos_sim.make_scene(
-        dset, size, rng, base=base, filters=["i"], seeing_arcsec=0.75, mag_range=(14.5, 24.0),
-        density_per_arcmin2=300.0 if small else 40.0, margin_arcsec=(60.0, 12.0),
+        dset, size, rng, base=base, filters=["i"], seeing_arcsec=0.75,
+        mag_range=(14.5, 23.0) if small else (14.5, 24.0), slope=0.25 if small else 0.3,
+        density_per_arcmin2=250.0 if small else 40.0, margin_arcsec=(60.0, 12.0),
     )
     dither = 2.5 if small else 10.0
     dithers = [(0.0, 0.0), (dither, dither), (-dither, dither), (-dither, -dither), (dither, -dither)]

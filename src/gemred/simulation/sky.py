@@ -89,7 +89,10 @@ def star_catalogue(
     u = rng.uniform(size=n_stars)
     # Inverse CDF of p(m) ~ 10**(slope m) on [m1, m2].
     k = slope * np.log(10.0)
-    mag = np.log(np.exp(k * m1) + u * (np.exp(k * m2) - np.exp(k * m1))) / k
+    if k == 0:
+        mag = m1 + u * (m2 - m1)
+    else:
+        mag = np.log(np.exp(k * m1) + u * (np.exp(k * m2) - np.exp(k * m1))) / k
     hx, hy = np.broadcast_to(np.asarray(half_width_arcsec, dtype=np.float64), (2,))
     xi = rng.uniform(-hx, hx, n_stars)
     eta = rng.uniform(-hy, hy, n_stars)
