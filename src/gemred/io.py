@@ -162,7 +162,9 @@ def open_raw(path: str | os.PathLike, *, memmap: bool = False) -> fits.HDUList:
             raise GemredInputError(msg) from exc
 
 
-def write_fits_atomic(hdul: fits.HDUList | Iterable[fits.hdu.base.ExtensionHDU], path: str | os.PathLike) -> Path:
+def write_fits_atomic(
+    hdul: fits.HDUList | Iterable[fits.hdu.base.ExtensionHDU], path: str | os.PathLike
+) -> Path:
     """Write an HDU list to ``path`` so that the file appears complete or not at all.
 
     Parameters

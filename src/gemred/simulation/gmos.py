@@ -11,9 +11,9 @@ At ``PA = 0`` North is up (+y) and East is left (-x).
 
 ``size='small'`` keeps, on every amplifier, 64 binned columns next to the boundary it shares
 with its neighbour and the central 192 binned rows (and the whole overscan), with every
-section keyword and the WCS describing exactly the pixels kept. Static patterns (flat response, bias structure,
-bad pixels) are always computed on the full detector and cropped, so a small file is a
-true crop of the full one.
+section keyword and the WCS describing exactly the pixels kept. Static patterns (flat
+response, bias structure, bad pixels) are always computed on the full detector and
+cropped, so a small file is a true crop of the full one.
 
 Signal model, per binned pixel: electrons = (sky [+ twilight gradient] + fringes + stars)
 x flat response + hot-pixel dark current, Poisson noise, cosmic rays; then per amplifier
@@ -488,10 +488,20 @@ def _wcs_cards(scene: GmosScene, frame: FrameSpec, amp: AmpWindow) -> dict[str, 
     crpix1 = float(x0) - amp.x1 / geom.xbin + geom.data_offset(amp) + 1.0
     crpix2 = float(y0) + 1.0
     return {
-        "CTYPE1": "RA---TAN", "CTYPE2": "DEC--TAN", "CUNIT1": "deg", "CUNIT2": "deg",
-        "CRPIX1": crpix1, "CRPIX2": crpix2, "CRVAL1": ra, "CRVAL2": dec,
-        "CD1_1": cd[0, 0], "CD1_2": cd[0, 1], "CD2_1": cd[1, 0], "CD2_2": cd[1, 1],
-        "RADESYS": "FK5", "EQUINOX": 2000.0,
+        "CTYPE1": "RA---TAN",
+        "CTYPE2": "DEC--TAN",
+        "CUNIT1": "deg",
+        "CUNIT2": "deg",
+        "CRPIX1": crpix1,
+        "CRPIX2": crpix2,
+        "CRVAL1": ra,
+        "CRVAL2": dec,
+        "CD1_1": cd[0, 0],
+        "CD1_2": cd[0, 1],
+        "CD2_1": cd[1, 0],
+        "CD2_2": cd[1, 1],
+        "RADESYS": "FK5",
+        "EQUINOX": 2000.0,
     }
 
 
@@ -655,8 +665,9 @@ def make_scene(
     zp = gmos.ZERO_POINTS[dset.name][filters[0]]
     stars = star_catalogue(rng, base[0], base[1], (half_x, half_y), n_stars, mag_range, zp, slope=slope)
     # A few bright stars that saturate, as any real field has, whatever the window kept.
-    bright = star_catalogue(rng, base[0], base[1], (half_x, half_y), 80 if size == "small" else 25,
-                            (12.0, 14.5), zp, slope=0.0)
+    bright = star_catalogue(
+        rng, base[0], base[1], (half_x, half_y), 80 if size == "small" else 25, (12.0, 14.5), zp, slope=0.0
+    )
     stars = pd.concat([bright, stars], ignore_index=True).sort_values("mag", ignore_index=True)
     psf = PSF(((1.0, Moffat(seeing_arcsec / geom.pixel_scale, 4.765)),))
     bad, factors, hot = static_defects(geom)
@@ -717,15 +728,35 @@ def write_preset(plan: PresetPlan, out: Path, rng: np.random.Generator) -> list[
     rawfile.write_truth_table(scene.stars, out, "stars")
     rawfile.write_truth_table(pd.DataFrame(rows), out, "frames")
     for f, resp in scene.response.items():
-        rawfile.write_truth_image(per_amp(geom, resp), truth_headers, out, f"flat_response_{f}",
-                                  f"true flat response, filter {f}, trimmed amps")
-    rawfile.write_truth_image(scene.bias_structure, truth_headers, out, "bias_structure_adu",
-                              "bias pattern (ADU) above the overscan level, trimmed amps")
-    rawfile.write_truth_image(per_amp(geom, scene.hot_rate), truth_headers, out, "hot_pixels_e_per_s",
-                              "hot pixel dark current (e-/s), trimmed amps")
+        rawfile.write_truth_image(
+            per_amp(geom, resp),
+            truth_headers,
+            out,
+            f"flat_response_{f}",
+            f"true flat response, filter {f}, trimmed amps",
+        )
+    rawfile.write_truth_image(
+        scene.bias_structure,
+        truth_headers,
+        out,
+        "bias_structure_adu",
+        "bias pattern (ADU) above the overscan level, trimmed amps",
+    )
+    rawfile.write_truth_image(
+        per_amp(geom, scene.hot_rate),
+        truth_headers,
+        out,
+        "hot_pixels_e_per_s",
+        "hot pixel dark current (e-/s), trimmed amps",
+    )
     fringed = {fr.filter_name for fr in plan.frames if fr.fringe_rate}
     for f in sorted(fringed):
         rate = max(fr.fringe_rate for fr in plan.frames if fr.filter_name == f)
-        rawfile.write_truth_image([p * rate for p in per_amp(geom, scene.fringe_pattern)], truth_headers, out,
-                                  f"fringe_pattern_{f}", f"fringe (e-/s/pixel, before flat), filter {f}")
+        rawfile.write_truth_image(
+            [p * rate for p in per_amp(geom, scene.fringe_pattern)],
+            truth_headers,
+            out,
+            f"fringe_pattern_{f}",
+            f"fringe (e-/s/pixel, before flat), filter {f}",
+        )
     return paths

@@ -35,7 +35,9 @@ def write_raw(path: Path, phu: fits.Header, extensions: Sequence[fits.ImageHDU])
     return write_fits_atomic(fits.HDUList([primary, *extensions]), path)
 
 
-def write_bpm(path: Path, phu: fits.Header, masks: Sequence[np.ndarray], ext_headers: Sequence[fits.Header]) -> Path:
+def write_bpm(
+    path: Path, phu: fits.Header, masks: Sequence[np.ndarray], ext_headers: Sequence[fits.Header]
+) -> Path:
     """Write a static bad-pixel mask file: ``OBSTYPE='BPM'``, one uint16 ``DQ`` extension each."""
     phu = phu.copy()
     phu["OBSTYPE"] = ("BPM", "Observation type")
@@ -67,7 +69,9 @@ def write_truth_image(
     phu["CONTENT"] = description[:68]
     hdus = [fits.PrimaryHDU(header=phu)]
     for i, (data, header) in enumerate(zip(arrays, headers, strict=True), start=1):
-        hdus.append(fits.ImageHDU(np.asarray(data, dtype=np.float32), header=header.copy(), name="TRUTH", ver=i))
+        hdus.append(
+            fits.ImageHDU(np.asarray(data, dtype=np.float32), header=header.copy(), name="TRUTH", ver=i)
+        )
     return write_fits_atomic(fits.HDUList(hdus), Path(out) / "truth" / f"{name}.fits")
 
 

@@ -38,7 +38,9 @@ def tangent_plane(ra: np.ndarray, dec: np.ndarray, ra0: float, dec0: float) -> t
     return np.degrees(xi) * 3600.0, np.degrees(eta) * 3600.0
 
 
-def from_tangent_plane(xi: np.ndarray, eta: np.ndarray, ra0: float, dec0: float) -> tuple[np.ndarray, np.ndarray]:
+def from_tangent_plane(
+    xi: np.ndarray, eta: np.ndarray, ra0: float, dec0: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Inverse of :func:`tangent_plane`: standard coordinates (arcsec) to RA, Dec (degrees)."""
     x = np.radians(np.asarray(xi, dtype=np.float64) / 3600.0)
     y = np.radians(np.asarray(eta, dtype=np.float64) / 3600.0)
