@@ -16,10 +16,15 @@ from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
+from astropy.table import Table
 from astropy.utils.exceptions import AstropyUserWarning
+
+from gemred.frame import Extension, Frame
 
 __all__ = [
     "GemredInputError",
+    "read_frame",
+    "write_frame",
     "SUPPORTED_INSTRUMENTS",
     "check_instrument",
     "open_raw",
@@ -220,3 +225,93 @@ def processed_hdus(
             hdu.header["BUNIT"] = (bunit if name == "SCI" else f"({bunit})**2", "physical unit")
         hdus.append(hdu)
     return hdus
+
+
+def _root_name(path: Path, phu: fits.Header) -> str:
+    """Root of the original raw file name: ``ORIGNAME`` if recorded, else this file's stem."""
+    original = str(phu.get("ORIGNAME", "")).strip()
+    name = original or path.name
+    return name[:-5] if name.endswith(".fits") else Path(name).stem
+
+
+def read_frame(path: str | os.PathLike) -> Frame:
+    """Read a raw or processed GMOS/GSAOI file into a :class:`~gemred.frame.Frame`.
+
+    Raw files (unnamed image extensions) give one extension per amplifier or array with SCI in
+    ADU as float32 and no VAR or DQ. Processed files give their ``SCI``/``VAR``/``DQ`` planes
+    grouped by ``EXTVER``, with each ``OBJCAT`` table attached to its extension and any other
+    table (``REFCAT``, ``PROVENANCE``) in ``Frame.tables``.
+
+    Raises
+    ------
+    GemredInputError
+        If the file is missing, corrupt, truncated or not from a supported instrument.
+    """
+    path = Path(path)
+    with open_raw(path) as hdul:
+        phu = hdul[0].header.copy()
+        named = any(h.name in ("SCI", "VAR", "DQ") for h in hdul[1:])
+        extensions: dict[int, Extension] = {}
+        tables: dict[str, Table] = {}
+        objcats: dict[int, Table] = {}
+        for index, hdu in enumerate(hdul[1:], start=1):
+            if isinstance(hdu, fits.BinTableHDU):
+                if hdu.name == "OBJCAT":
+                    objcats[hdu.ver] = Table.read(hdu)
+                else:
+                    tables[hdu.name] = Table.read(hdu)
+                continue
+            if hdu.data is None:
+                continue
+            if not named:
+                extensions[index] = Extension(hdu.data.astype(np.float32), hdu.header.copy())
+                continue
+            ver = hdu.ver
+            if hdu.name == "SCI":
+                extensions[ver] = Extension(hdu.data, hdu.header.copy())
+            elif hdu.name == "VAR" and ver in extensions:
+                extensions[ver].var = hdu.data.astype(np.float32)
+            elif hdu.name == "DQ" and ver in extensions:
+                extensions[ver].dq = hdu.data.astype(np.uint16)
+        for ver, table in objcats.items():
+            if ver in extensions:
+                extensions[ver].objcat = table
+    if not extensions:
+        msg = f"{path}: no image data found"
+        raise GemredInputError(msg)
+    return Frame(phu, [extensions[k] for k in sorted(extensions)], _root_name(path, phu), tables)
+
+
+def write_frame(frame: Frame, path: str | os.PathLike, *, bunit: str | None = None) -> Path:
+    """Write a frame as multi-extension FITS, atomically.
+
+    Each extension becomes ``SCI`` (float32), ``VAR`` (float32) and ``DQ`` (uint16) HDUs sharing
+    an ``EXTVER``, followed by its ``OBJCAT`` table if any; frame-level tables come last. The
+    primary header records ``ORIGNAME`` (the raw root) so later products keep the name.
+
+    Parameters
+    ----------
+    frame : Frame
+        What to write.
+    path : path-like
+        Destination file.
+    bunit : str, optional
+        Physical unit of SCI; by default the extension header's ``BUNIT`` or ``'adu'``.
+    """
+    phu = frame.phu.copy()
+    phu.setdefault("ORIGNAME", f"{frame.root}.fits")
+    for key in ("EXTEND", "NEXTEND"):
+        phu.remove(key, ignore_missing=True)
+    hdus: list = [fits.PrimaryHDU(header=phu)]
+    for ver, ext in enumerate(frame.extensions, start=1):
+        unit = bunit or str(ext.header.get("BUNIT", "adu"))
+        hdus.extend(processed_hdus(ext.sci, ext.var, ext.dq, ext.header, extver=ver, bunit=unit))
+        if ext.objcat is not None:
+            cat = fits.table_to_hdu(Table(ext.objcat))
+            cat.name, cat.ver = "OBJCAT", ver
+            hdus.append(cat)
+    for name, table in frame.tables.items():
+        hdu = fits.table_to_hdu(Table(table))
+        hdu.name = name
+        hdus.append(hdu)
+    return write_fits_atomic(fits.HDUList(hdus), path)

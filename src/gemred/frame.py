@@ -1,0 +1,88 @@
+"""The in-memory image model: a primary header and extensions holding SCI, VAR and DQ.
+
+A raw GMOS file becomes a :class:`Frame` of 12 extensions (one per amplifier), a GSAOI file
+one of 4 (one per array), a mosaic or a stack one of 1. Pixel arrays are float32 for SCI and
+VAR and uint16 for DQ, as DRAGONS stores them. Primitives take frames (or their arrays) and
+return new ones; only :mod:`gemred.io` touches disk.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import numpy as np
+from astropy.io import fits
+from astropy.table import Table
+
+__all__ = ["Extension", "Frame", "product_name"]
+
+
+@dataclass
+class Extension:
+    """One amplifier, array or mosaic: science pixels, their variance and quality bits."""
+
+    sci: np.ndarray
+    header: fits.Header
+    var: np.ndarray | None = None
+    dq: np.ndarray | None = None
+    objcat: Table | None = None
+
+    def __post_init__(self) -> None:
+        self.sci = np.asarray(self.sci, dtype=np.float32)
+        if self.var is not None:
+            self.var = np.asarray(self.var, dtype=np.float32)
+        if self.dq is not None:
+            self.dq = np.asarray(self.dq, dtype=np.uint16)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.sci.shape
+
+    def copy(self) -> Extension:
+        """A deep copy (arrays, header and catalogue)."""
+        return copy.deepcopy(self)
+
+
+@dataclass
+class Frame:
+    """A whole exposure or product: primary header plus extensions.
+
+    ``root`` is the file name root of the (first) raw input, from which product names are
+    made (``N20170614S0201`` gives ``N20170614S0201_image.fits``).
+    """
+
+    phu: fits.Header
+    extensions: list[Extension]
+    root: str
+    tables: dict[str, Table] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.extensions)
+
+    def __iter__(self):
+        return iter(self.extensions)
+
+    def __getitem__(self, index: int) -> Extension:
+        return self.extensions[index]
+
+    def copy(self) -> Frame:
+        """A deep copy."""
+        return copy.deepcopy(self)
+
+    @property
+    def instrument(self) -> str:
+        return str(self.phu.get("INSTRUME", "")).strip()
+
+    def stamp(self, keyword: str, comment: str) -> None:
+        """Record in the primary header that a processing step was applied (DRAGONS style)."""
+        from datetime import datetime, timezone
+
+        self.phu[keyword] = (datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"), comment)
+
+
+def product_name(root: str, suffix: str) -> str:
+    """File name of a product: ``root`` of the first input plus ``suffix`` (``'_bias'``)."""
+    if not suffix.startswith("_"):
+        suffix = f"_{suffix}"
+    return f"{root}{suffix}.fits"
