@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +29,7 @@ __all__ = [
     "check_instrument",
     "open_raw",
     "read_headers",
+    "HeaderCards",
     "write_fits_atomic",
     "processed_hdus",
 ]
@@ -67,7 +68,57 @@ def check_instrument(path: str | os.PathLike, header: fits.Header) -> None:
         raise GemredInputError(msg)
 
 
-def read_headers(path: str | os.PathLike) -> list[fits.Header]:
+class HeaderCards(Mapping):
+    """A read-only FITS header that parses a card's value only when it is asked for.
+
+    Reading descriptors of many files needs a few dozen keywords out of the ~1,500 cards of a
+    raw GMOS file; building full :class:`astropy.io.fits.Header` objects for all of them is what
+    makes header scans slow. Behaves like a header for ``get``, ``[]``, ``in`` and ``keys``;
+    :meth:`to_header` gives the full astropy header when it is really needed.
+    """
+
+    def __init__(self, raw: bytes) -> None:
+        self._raw = raw
+        self._cards: dict[str, str] = {}
+        self._values: dict[str, object] = {}
+        text = raw.decode("ascii", errors="replace")
+        cards = [text[i : i + 80] for i in range(0, len(text), 80)]
+        for i, card in enumerate(cards):
+            key = card[:8].rstrip()
+            if key == "END":
+                break
+            if not key or key in ("COMMENT", "HISTORY", "CONTINUE") or key in self._cards:
+                continue
+            if card[8:10] != "= ":
+                continue
+            image = card
+            j = i + 1
+            while j < len(cards) and cards[j][:8] == "CONTINUE":
+                image += cards[j]
+                j += 1
+            self._cards[key] = image
+
+    def __getitem__(self, key: str) -> object:
+        key = key.upper()
+        if key not in self._values:
+            self._values[key] = fits.Card.fromstring(self._cards[key]).value
+        return self._values[key]
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and key.upper() in self._cards
+
+    def __iter__(self):
+        return iter(self._cards)
+
+    def __len__(self) -> int:
+        return len(self._cards)
+
+    def to_header(self) -> fits.Header:
+        """The full astropy header."""
+        return fits.Header.fromstring(self._raw)
+
+
+def read_headers(path: str | os.PathLike) -> list[HeaderCards]:
     """Read every header of a FITS file without reading its pixels.
 
     Parameters
@@ -77,19 +128,19 @@ def read_headers(path: str | os.PathLike) -> list[fits.Header]:
 
     Returns
     -------
-    list of astropy.io.fits.Header
-        The primary header first, then one per extension.
+    list of HeaderCards
+        The primary header first, then one per extension; values are parsed on access.
 
     Raises
     ------
     GemredInputError
-        If the file is missing, empty, not FITS, or its headers are corrupt.
+        If the file is missing, empty, not FITS, truncated, or its headers are corrupt.
     """
     path = Path(path)
     if not path.is_file():
         msg = f"{path}: file not found"
         raise GemredInputError(msg)
-    headers: list[fits.Header] = []
+    headers: list[HeaderCards] = []
     try:
         with open(path, "rb") as fh:
             size = os.fstat(fh.fileno()).st_size
@@ -97,10 +148,9 @@ def read_headers(path: str | os.PathLike) -> list[fits.Header]:
                 msg = f"{path}: file is empty; download it again"
                 raise GemredInputError(msg)
             while fh.tell() < size:
-                header = fits.Header.fromfile(fh, endcard=True, padding=True)
+                header = _read_header_blocks(fh, path, first=not headers)
                 headers.append(header)
-                nbytes = _data_nbytes(header)
-                fh.seek(nbytes, os.SEEK_CUR)
+                fh.seek(_data_nbytes(header), os.SEEK_CUR)
             if fh.tell() > size:
                 msg = (
                     f"{path}: truncated FITS file ({size} bytes, headers announce at least "
@@ -109,16 +159,30 @@ def read_headers(path: str | os.PathLike) -> list[fits.Header]:
                 raise GemredInputError(msg)
     except GemredInputError:
         raise
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, KeyError, EOFError) as exc:
         msg = f"{path}: not a readable FITS file ({exc}); check it is the right file, or download it again"
         raise GemredInputError(msg) from exc
-    if not headers:
-        msg = f"{path}: no FITS header found"
-        raise GemredInputError(msg)
     return headers
 
 
-def _data_nbytes(header: fits.Header) -> int:
+def _read_header_blocks(fh, path: Path, *, first: bool) -> HeaderCards:
+    """Read 2880-byte blocks up to and including the one holding the END card."""
+    blocks = []
+    while True:
+        block = fh.read(2880)
+        if len(block) < 2880:
+            msg = f"{path}: truncated FITS header; download it again"
+            raise GemredInputError(msg)
+        if not blocks and not block.startswith(b"SIMPLE  =" if first else b"XTENSION="):
+            card = "SIMPLE" if first else "XTENSION"
+            msg = f"{path}: not a readable FITS file (no {card} card where one must be); check the file"
+            raise GemredInputError(msg)
+        blocks.append(block)
+        if any(block[i : i + 8] == b"END     " for i in range(0, 2880, 80)):
+            return HeaderCards(b"".join(blocks))
+
+
+def _data_nbytes(header: Mapping) -> int:
     """Bytes of the data unit following ``header``, padded to 2880 bytes."""
     naxis = int(header.get("NAXIS", 0))
     if naxis == 0:
