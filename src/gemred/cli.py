@@ -96,7 +96,9 @@ def _add_table_parser(subparsers: argparse._SubParsersAction) -> None:
         "gemred table raw/N2017061*.fits bpm_20170306_gmos-n_Ham_22_full_12amp.fits -o dataset.tsv",
     )
     parser.add_argument(
-        "raw", nargs="+", metavar="RAW_DIR",
+        "raw",
+        nargs="+",
+        metavar="RAW_DIR",
         help="folder of raw *.fits files (README, truth/ and other files are skipped), "
         "or FITS files, or @list files naming them",
     )
@@ -129,23 +131,35 @@ def _add_select_parser(subparsers: argparse._SubParsersAction) -> None:
         "gemred select raw/*.fits --tags BIAS -o biases.lis",
         "gemred select raw/*.fits --tags FLAT --expr 'filter_name==\"i\"' -o flats.lis",
         "gemred select raw/*.fits --xtags CAL \\\n"
-        "      --expr '(observation_class==\"science\" and filter_name==\"i\")'",
+        '      --expr \'(observation_class=="science" and filter_name=="i")\'',
         "gemred select @all.lis --expr 'exposure_time==10 and ut_date>=\"2017-06-14\"'",
     )
     parser.add_argument(
-        "files", nargs="+", metavar="FILE",
+        "files",
+        nargs="+",
+        metavar="FILE",
         help="FITS files, or @list files naming them (one path a line, relative to the current folder)",
     )
     parser.add_argument(
-        "--tags", nargs="+", action="extend", default=[], metavar="TAG",
+        "--tags",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="TAG",
         help="tags every selected file has, e.g. BIAS or FLAT TWILIGHT (commas also separate)",
     )
     parser.add_argument(
-        "--xtags", nargs="+", action="extend", default=[], metavar="TAG",
+        "--xtags",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="TAG",
         help="tags no selected file has, e.g. CAL",
     )
     parser.add_argument(
-        "--expr", default="True", metavar="EXPR",
+        "--expr",
+        default="True",
+        metavar="EXPR",
         help=f"descriptor expression, e.g. 'filter_name==\"i\" and exposure_time>5'; descriptors: "
         f"{', '.join(DESCRIPTOR_NAMES)}",
     )
@@ -186,7 +200,10 @@ def _add_show_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("files", nargs="+", metavar="FILE", help="FITS files, or @list files naming them")
     parser.add_argument(
-        "-d", "--descriptors", default=_DEFAULT_SHOW, metavar="NAME[,NAME...]",
+        "-d",
+        "--descriptors",
+        default=_DEFAULT_SHOW,
+        metavar="NAME[,NAME...]",
         help=f"descriptors to show (default {_DEFAULT_SHOW}); any of {', '.join(DESCRIPTOR_NAMES)}",
     )
     parser.set_defaults(run=_run_show)
@@ -199,11 +216,50 @@ def _run_show(args: argparse.Namespace) -> int:
     return 0
 
 
-# --- gemred simulate: to be added here (_add_simulate_parser / _run_simulate) --------------
+# --- gemred simulate ----------------------------------------------------------------------
+
+
+def _add_simulate_parser(subparsers: argparse._SubParsersAction) -> None:
+    from gemred.simulation.presets import PRESETS
+
+    parser = _subparser(
+        subparsers,
+        "simulate",
+        "Write a simulated raw Gemini dataset (the DRAGONS tutorials' files) and its truth.",
+        "gemred simulate gmos-starfield --out raw/",
+        "gemred simulate gsaoi-offsetsky --out raw_gsaoi/ --size full --seed 7",
+    )
+    parser.add_argument("preset", choices=sorted(PRESETS), help="which dataset to simulate")
+    parser.add_argument(
+        "--out", required=True, metavar="DIR", help="folder for the raw files (truth in DIR/truth)"
+    )
+    parser.add_argument(
+        "--size",
+        choices=("small", "full"),
+        default="small",
+        help="small: every amplifier/array cropped, a few MB (default); full: real dimensions",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same files")
+    parser.set_defaults(run=_run_simulate)
+
+
+def _run_simulate(args: argparse.Namespace) -> int:
+    import time
+
+    from gemred.simulation.presets import simulate
+
+    start = time.perf_counter()
+    paths = simulate(args.preset, args.out, size=args.size, seed=args.seed)
+    nbytes = sum(p.stat().st_size for p in Path(args.out).rglob("*") if p.is_file())
+    print(
+        f"wrote {len(paths)} files of {args.preset} ({args.size}) to {args.out} "
+        f"in {time.perf_counter() - start:.1f} s, {nbytes / 1e6:.1f} MB with truth/"
+    )
+    return 0
 
 
 #: Sub-command parser builders, in the order ``gemred --help`` lists them.
-_SUBCOMMANDS = (_add_table_parser, _add_select_parser, _add_show_parser)
+_SUBCOMMANDS = (_add_simulate_parser, _add_table_parser, _add_select_parser, _add_show_parser)
 
 
 # --- helpers shared by the commands -------------------------------------------------------
