@@ -256,11 +256,19 @@ def write_fits_atomic(
     os.close(fd)
     try:
         hdul.writeto(tmp, overwrite=True, output_verify="silentfix")
+        # mkstemp creates the file private (0600); give it the permissions of a normal file.
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def processed_hdus(

@@ -52,11 +52,11 @@ def write_bpm(
 
 
 def write_truth_table(table: pd.DataFrame, out: Path, name: str) -> Path:
-    """Write a truth table as ``out/truth/<name>.csv``."""
+    """Write a truth table as ``out/truth/<name>.csv``, floats to 15 significant digits."""
     path = Path(out) / "truth" / f"{name}.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".csv.tmp")
-    table.to_csv(tmp, index=False, float_format="%.10g")
+    table.to_csv(tmp, index=False, float_format="%.15g")
     tmp.replace(path)
     return path
 
