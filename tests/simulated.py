@@ -23,3 +23,11 @@ def gmos_fringe_small(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("gmos-fringe")
     simulate("gmos-fringe", out, size="small", seed=2)
     return out
+
+
+@pytest.fixture(scope="session")
+def gsaoi_offsetsky_small(tmp_path_factory) -> Path:
+    """Raw folder of the small ``gsaoi-offsetsky`` preset, seed 3."""
+    out = tmp_path_factory.mktemp("gsaoi-offsetsky")
+    simulate("gsaoi-offsetsky", out, size="small", seed=3)
+    return out

@@ -106,3 +106,50 @@ def test_fringe_preset_selection(gmos_fringe_small: Path) -> None:
     assert len(science) == 6
     assert all(descriptors(p)["instrument"] == "GMOS-S" for p in science)
     assert all(descriptors(p)["detector_name"] == "Hamamatsu-S" for p in science)
+
+
+GSAOI_SCIENCE = [f"S20170505S{n:04d}.fits" for n in range(95, 111)]
+GSAOI_LAMP_ON = [f"S20170505S{n:04d}.fits" for n in range(30, 45)]
+GSAOI_LAMP_OFF = [f"S20170505S{n:04d}.fits" for n in range(60, 75)]
+GSAOI_STANDARD = [f"S20170504S{n:04d}.fits" for n in range(114, 118)]
+
+
+def test_gsaoi_tags_and_descriptors(gsaoi_offsetsky_small: Path) -> None:
+    for name in GSAOI_LAMP_ON + GSAOI_LAMP_OFF:
+        d = descriptors(gsaoi_offsetsky_small / name)
+        lamp = "LAMPON" if name in GSAOI_LAMP_ON else "LAMPOFF"
+        assert {"GSAOI", "SOUTH", "IMAGE", "FLAT", "DOMEFLAT", "CAL", lamp} <= set(d["tags"])
+        assert d["filter_name"] == "Kshort"
+    sky = 0
+    for name in GSAOI_SCIENCE:
+        d = descriptors(gsaoi_offsetsky_small / name)
+        assert {"GSAOI", "IMAGE", "RAW"} <= set(d["tags"]) and "CAL" not in d["tags"]
+        assert d["exposure_time"] == 60.0 and d["observation_class"] == "science"
+        sky += "SKY" in d["tags"]
+        assert d["is_guided"] == ("SKY" not in d["tags"])
+    assert sky == 7
+    for name in GSAOI_STANDARD:
+        d = descriptors(gsaoi_offsetsky_small / name)
+        assert d["observation_class"] == "partnerCal" and d["exposure_time"] == 30.0
+        assert "STANDARD" not in d["tags"]
+
+
+def test_gsaoi_tutorial_selections(gsaoi_offsetsky_small: Path) -> None:
+    all_files = _raw(gsaoi_offsetsky_small)
+    flats = dataselect.select_data(all_files, ["FLAT"], [], dataselect.expr_parser('filter_name=="Kshort"'))
+    assert _names(flats) == sorted(GSAOI_LAMP_ON + GSAOI_LAMP_OFF)
+    standards = dataselect.select_data(
+        all_files, [], [], dataselect.expr_parser('observation_class=="partnerCal"')
+    )
+    assert _names(standards) == sorted(GSAOI_STANDARD)
+    science = dataselect.select_data(
+        all_files, [], [], dataselect.expr_parser('(observation_class=="science" and exposure_time==60.)')
+    )
+    assert _names(science) == sorted(GSAOI_SCIENCE)
+    table = build_table([gsaoi_offsetsky_small])
+    roles = table.set_index(table["filename"].map(lambda p: Path(p).name))
+    assert (roles.loc[GSAOI_LAMP_ON, "role"] == "lamp_on_flat").all()
+    assert (roles.loc[GSAOI_LAMP_OFF, "role"] == "lamp_off_flat").all()
+    assert (roles.loc[GSAOI_SCIENCE, "role"] == "science").all()
+    assert (roles.loc[GSAOI_STANDARD, "role"] == "standard").all()
+    assert int(roles.loc[GSAOI_SCIENCE, "sky_candidate"].sum()) == 7
