@@ -1,0 +1,145 @@
+"""Which calibration goes with which frames: DRAGONS' matching rules on the dataset table.
+
+A bias matches instrument, detector, binning, read mode (gain and read speed) and ROI; a
+twilight flat matches those and the filter; a static BPM matches instrument, detector and
+binning and must be valid from a date on or before the observation. Among the matches the
+one closest in time wins, within a window (90 days for biases, 180 for flats, as the Gemini
+calibration manager uses). Rules from ``shared/reference/reduction-steps.md`` section 6.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import pandas as pd
+
+from gemred.io import GemredInputError
+
+__all__ = ["MATCH_KEYS", "WINDOW_DAYS", "CalibrationRequest", "match_calibration", "match_bpm"]
+
+#: Descriptor columns that must be equal, per kind of calibration.
+MATCH_KEYS = {
+    "bias": ("instrument", "detector_name", "binning", "read_mode", "detector_roi_setting"),
+    "twilight_flat": (
+        "instrument",
+        "detector_name",
+        "binning",
+        "read_mode",
+        "detector_roi_setting",
+        "filter_name",
+    ),
+    "lamp_flat": ("instrument", "filter_name"),
+    "bpm": ("instrument", "detector_name", "binning"),
+}
+#: Largest time difference allowed, in days (None: no limit).
+WINDOW_DAYS = {"bias": 90.0, "twilight_flat": 180.0, "lamp_flat": 30.0, "bpm": None}
+#: Table roles that provide each kind of calibration.
+_ROLES = {
+    "bias": ("bias",),
+    "twilight_flat": ("twilight_flat",),
+    "lamp_flat": ("lamp_on_flat",),
+    "bpm": ("bpm",),
+}
+
+
+@dataclass(frozen=True)
+class CalibrationRequest:
+    """What a group of frames needs: the kind of calibration and its own descriptors."""
+
+    kind: str
+    group: str
+    descriptors: dict
+
+    def describe(self) -> str:
+        keys = MATCH_KEYS[self.kind]
+        return ", ".join(f"{k}={self.descriptors.get(k)!r}" for k in keys)
+
+
+def _time(value: object) -> dt.datetime | None:
+    try:
+        return pd.Timestamp(value).to_pydatetime()
+    except (TypeError, ValueError):
+        return None
+
+
+def _refusal(
+    kind: str, want: dict, row: pd.Series, when: dt.datetime | None, window: float | None
+) -> str | None:
+    """Why candidate ``row`` cannot serve, or None if it can."""
+    for key in MATCH_KEYS[kind]:
+        if str(row.get(key)) != str(want.get(key)):
+            return f"{key} is {row.get(key)!r}, needed {want.get(key)!r}"
+    cal_time = _time(row.get("ut_datetime"))
+    if kind == "bpm":
+        if when is not None and cal_time is not None and cal_time.date() > when.date():
+            return f"valid only from {cal_time.date()}, after the observation ({when.date()})"
+        return None
+    if window is not None and when is not None and cal_time is not None:
+        days = abs((cal_time - when).total_seconds()) / 86400.0
+        if days > window:
+            return f"{days:.1f} days away, more than the {window:g}-day window"
+    return None
+
+
+def match_calibration(
+    table: pd.DataFrame, request: CalibrationRequest, *, window_days: float | None = None
+) -> str:
+    """Name of the calibration group (or BPM file) that serves ``request``.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        The dataset table (``gemred.table.read_table``).
+    request : CalibrationRequest
+        Kind of calibration and the descriptors of the group that needs it (its first frame).
+    window_days : float, optional
+        Override the default time window of that kind of calibration.
+
+    Returns
+    -------
+    str
+        The ``group`` of the matching calibration frames (for a BPM, its file path).
+
+    Raises
+    ------
+    GemredInputError
+        When nothing matches: names the group, what it needed and why each candidate was refused.
+    """
+    kind = request.kind
+    window = WINDOW_DAYS[kind] if window_days is None else window_days
+    when = _time(request.descriptors.get("ut_datetime"))
+    candidates = table[table["role"].isin(_ROLES[kind])]
+    accepted: list[tuple[float, str]] = []
+    refused: list[str] = []
+    for name, rows in candidates.groupby("group", sort=True):
+        first = rows.sort_values("ut_datetime").iloc[0]
+        why = _refusal(kind, request.descriptors, first, when, window)
+        label = first["filename"] if kind == "bpm" else name
+        if why:
+            refused.append(f"{label}: {why}")
+            continue
+        cal_time = _time(first.get("ut_datetime"))
+        if kind == "bpm":
+            # The latest BPM valid on the date of observation.
+            distance = -(cal_time.timestamp() if cal_time else 0.0)
+        else:
+            distance = abs((cal_time - when).total_seconds()) if cal_time and when else 0.0
+        accepted.append((distance, label))
+    if accepted:
+        return min(accepted)[1]
+    msg = (
+        f"no {kind.replace('_', ' ')} for group {request.group} (needs {request.describe()}"
+        + (f", within {window:g} days" if window else "")
+        + "); "
+        + ("candidates refused: " + "; ".join(refused[:5]) if refused else "the table has none")
+        + ". Add matching raw calibrations to the table, or name one explicitly in the config."
+    )
+    raise GemredInputError(msg)
+
+
+def match_bpm(table: pd.DataFrame, group: str, descriptors: dict) -> str | None:
+    """The static BPM file for a group, or None when the table has no BPM at all."""
+    if not (table["role"] == "bpm").any():
+        return None
+    return match_calibration(table, CalibrationRequest("bpm", group, descriptors))

@@ -1,0 +1,92 @@
+"""Logging set-up, shaped like DRAGONS' ``gempy.utils.logutils``.
+
+``logutils.config(file_name="reduce.log")`` sends gemred's messages to that file and to the
+terminal; Snakemake jobs call it with their ``log:`` file so each job keeps its own log.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+__all__ = ["config", "get_logger"]
+
+_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+
+def get_logger(name: str = "gemred") -> logging.Logger:
+    """The logger of a gemred module (``gemred.<module>``)."""
+    return logging.getLogger(name)
+
+
+def config(
+    file_name: str | os.PathLike | None = None, mode: str = "standard", *, stream: bool = True
+) -> logging.Logger:
+    """Configure the ``gemred`` logger.
+
+    Parameters
+    ----------
+    file_name : path-like, optional
+        Log file, appended to (created with its folder if needed).
+    mode : {'standard', 'quiet', 'debug'}
+        ``standard`` logs INFO and above; ``quiet`` only warnings; ``debug`` everything.
+    stream : bool
+        Also log to standard error.
+
+    Returns
+    -------
+    logging.Logger
+        The configured ``gemred`` logger.
+    """
+    levels = {"standard": logging.INFO, "quiet": logging.WARNING, "debug": logging.DEBUG}
+    if mode not in levels:
+        msg = f"unknown logging mode {mode!r}; choose one of {', '.join(levels)}"
+        raise ValueError(msg)
+    logger = logging.getLogger("gemred")
+    logger.setLevel(levels[mode])
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+    formatter = logging.Formatter(_FORMAT, datefmt="%Y-%m-%d %H:%M:%S")
+    if file_name is not None:
+        os.makedirs(os.path.dirname(os.path.abspath(file_name)), exist_ok=True)
+        handler = logging.FileHandler(file_name, mode="a")
+        handler.setFormatter(formatter)
+        logger.addHandler(handler)
+    if stream:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(formatter)
+        logger.addHandler(handler)
+    logger.propagate = False
+    return logger
+
+
+def options(mapping: dict | None) -> dict:
+    """Primitive parameters from the config, without the ``null`` ones (meaning: the default)."""
+    return {key: value for key, value in (mapping or {}).items() if value is not None}
+
+
+def run_job(smk, main) -> None:
+    """Run a Snakemake script's ``main(smk)`` with the job's log file, timing and a logged traceback.
+
+    Parameters
+    ----------
+    smk : snakemake.script.Snakemake
+        The object Snakemake gives a ``script:`` rule.
+    main : callable
+        The job's work.
+    """
+    import time
+
+    from gemred.provenance import software_version
+
+    logger = config(file_name=smk.log[0] if smk.log else None)
+    start = time.perf_counter()
+    logger.info("rule %s (gemred %s): %s", smk.rule, software_version(), ", ".join(map(str, smk.output)))
+    try:
+        main(smk)
+    except Exception:
+        logger.exception("rule %s failed", smk.rule)
+        raise
+    logger.info("rule %s done in %.2f s", smk.rule, time.perf_counter() - start)
