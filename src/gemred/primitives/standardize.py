@@ -1,0 +1,261 @@
+"""Standardising raw frames: headers (``prepare``), data quality (``add_dq``), variance (``add_var``).
+
+These are DRAGONS' first three primitives (``geminidr/core/primitives_standardize.py``,
+``geminidr/gmos/primitives_gmos.py``; ``shared/reference/reduction-steps.md`` sections 1 and 3.1).
+Each function copies its input, never changes it, and stamps a timestamp keyword in the primary
+header of the copy (``PREPARE``, ``ADDDQ``, ``ADDVAR``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+
+import numpy as np
+from astropy.io import fits
+
+from gemred import __version__, dq
+from gemred.frame import Frame
+from gemred.instruments import gmos
+from gemred.io import GemredInputError
+
+__all__ = ["GMOS_EXTENSION_COUNTS", "ADC_LIMIT", "frame_label", "prepare", "add_dq", "add_var"]
+
+#: Raw extension counts a GMOS file may have (EEV 3, e2vDD 6 or 12 ... with ROIs, Hamamatsu 12).
+GMOS_EXTENSION_COUNTS = (1, 2, 3, 4, 6, 12)
+#: Largest value the GMOS 16-bit ADC can record.
+ADC_LIMIT = 65535.0
+
+#: Primary-header keyword marking a processed calibration, and the file suffix it gets.
+_PROCESSED_SUFFIXES = {"PROCBIAS": "_bias", "PROCFLAT": "_flat", "PROCFRNG": "_fringe"}
+
+
+def frame_label(frame: Frame) -> str:
+    """File name by which a frame is known in messages: ``root.fits`` or ``root_bias.fits`` etc.
+
+    Parameters
+    ----------
+    frame : Frame
+        A raw frame or product.
+
+    Returns
+    -------
+    str
+        The raw file name, or the product name a processed bias, flat or fringe is stored under.
+
+    Examples
+    --------
+    >>> from astropy.io import fits
+    >>> frame_label(Frame(fits.Header({"PROCBIAS": "x"}), [], "N20170613S0180"))
+    'N20170613S0180_bias.fits'
+    """
+    for key, suffix in _PROCESSED_SUFFIXES.items():
+        if key in frame.phu:
+            return f"{frame.root}{suffix}.fits"
+    return f"{frame.root}.fits"
+
+
+def _obs_date(frame: Frame) -> dt.date:
+    """UT date of the observation, from ``DATE-OBS`` (or ``DATE``)."""
+    for key in ("DATE-OBS", "DATE"):
+        text = str(frame.phu.get(key, "")).strip()
+        if text:
+            try:
+                return dt.date.fromisoformat(text[:10])
+            except ValueError:
+                continue
+    msg = f"{frame_label(frame)}: no valid DATE-OBS or DATE in the primary header; cannot pick the gain table"
+    raise GemredInputError(msg)
+
+
+def _binning(header: fits.Header) -> tuple[int, int]:
+    """(x, y) binning from ``CCDSUM``; (1, 1) if absent."""
+    parts = str(header.get("CCDSUM", "1 1")).split()
+    return int(parts[0]), int(parts[1])
+
+
+def _gmos_read_mode(frame: Frame) -> tuple[str, str, str]:
+    """(gain setting, read speed, read mode) of a raw GMOS frame."""
+    settings = Counter(gmos.gain_setting(float(ext.header.get("GAIN", 0.0))) for ext in frame)
+    gain = settings.most_common(1)[0][0]
+    speed = gmos.read_speed_setting(float(frame.phu.get("AMPINTEG", 0.0)))
+    return gain, speed, gmos.read_mode(gain, speed)
+
+
+def _saturation_adu(dset: gmos.DetectorSet, ccdname: str, gain: float, bias: float, nbin: int) -> float:
+    """GMOS saturation level (ADU) of a raw amplifier (``gemini_instruments/gmos/adclass.py``).
+
+    The ADC limit if more than two pixels are binned, else the well depth times the binning
+    over the gain plus the bias level, capped at the ADC limit.
+    """
+    if nbin > 2:
+        return ADC_LIMIT
+    chips = [name.strip() for name in dset.chip_names]
+    well = dset.full_well[chips.index(ccdname.strip())] if ccdname.strip() in chips else np.inf
+    return float(min(ADC_LIMIT, well * nbin / gain + bias))
+
+
+def prepare(frame: Frame) -> Frame:
+    """Check a raw GMOS frame and standardise its headers, as DRAGONS' ``prepare`` does.
+
+    Every extension gets ``GAIN`` and ``RDNOISE`` from Gemini's per-amplifier table (chosen by
+    ``AMPNAME``, read mode and observation date), ``SATLEVEL`` and ``NONLINEA`` (equal for GMOS,
+    in ADU), ``GAINSET``, ``PIXSCALE`` (arcsec per binned pixel) and ``BUNIT='adu'``. The primary
+    header gets ``ORIGNAME``, ``PROCSOFT``, ``PROCSVER`` and the ``PREPARE`` timestamp.
+
+    Parameters
+    ----------
+    frame : Frame
+        A raw GMOS-N or GMOS-S frame, one extension per amplifier.
+
+    Returns
+    -------
+    Frame
+        A prepared copy; pixels are unchanged.
+
+    Raises
+    ------
+    GemredInputError
+        If the frame is not from GMOS, has an extension count GMOS never writes, is already
+        prepared, or is from a detector, read mode or amplifier with no gain table.
+    """
+    name = frame_label(frame)
+    instrument = frame.instrument
+    if instrument not in ("GMOS-N", "GMOS-S"):
+        msg = f"{name}: instrument {instrument!r} is not GMOS-N or GMOS-S; prepare() handles GMOS only"
+        raise GemredInputError(msg)
+    if len(frame) not in GMOS_EXTENSION_COUNTS:
+        msg = f"{name}: {len(frame)} image extensions; a raw GMOS file has one of {GMOS_EXTENSION_COUNTS}"
+        raise GemredInputError(msg)
+    if "PREPARE" in frame.phu:
+        msg = f"{name}: already prepared (PREPARE={frame.phu['PREPARE']}); start from the raw file"
+        raise GemredInputError(msg)
+    try:
+        dset = gmos.detector_set(instrument, _obs_date(frame))
+        gainset, _, mode = _gmos_read_mode(frame)
+        cals = [gmos.amp_calibration(dset, str(ext.header.get("AMPNAME", "")), mode) for ext in frame]
+    except (ValueError, KeyError) as exc:
+        msg = f"{name}: {exc}"
+        raise GemredInputError(msg) from exc
+    out = frame.copy()
+    for ext, cal in zip(out, cals, strict=True):
+        xbin, ybin = _binning(ext.header)
+        sat = _saturation_adu(dset, str(ext.header.get("CCDNAME", "")), cal.gain, cal.bias_level, xbin * ybin)
+        hdr = ext.header
+        hdr["GAIN"] = (cal.gain, "Gain (electron/ADU), Gemini table")
+        hdr["RDNOISE"] = (cal.read_noise, "Read noise (electron), Gemini table")
+        hdr["SATLEVEL"] = (sat, "Saturation level (ADU)")
+        hdr["NONLINEA"] = (sat, "Non-linear level (ADU)")
+        hdr["GAINSET"] = (gainset, "Gain setting (low / high)")
+        hdr["PIXSCALE"] = (dset.pixel_scale * ybin, "Pixel scale (arcsec / binned pixel)")
+        hdr["BUNIT"] = ("adu", "Physical unit of SCI")
+    out.phu.setdefault("ORIGNAME", f"{frame.root}.fits")
+    out.phu["PROCSOFT"] = ("gemred", "Data reduction software")
+    out.phu["PROCSVER"] = (__version__, "gemred version")
+    out.stamp("PREPARE", "UT time stamp for prepare")
+    return out
+
+
+def _bpm_mask(bpm: Frame, index: int) -> np.ndarray:
+    """The uint16 mask of BPM extension ``index``: its DQ plane, or its pixels if it has none."""
+    ext = bpm[index]
+    return ext.dq if ext.dq is not None else ext.sci.astype(np.uint16)
+
+
+def add_dq(frame: Frame, bpm: Frame | None = None) -> Frame:
+    """Build the DQ plane: static bad pixels from the BPM, and ``SATURATED`` where SCI >= ``SATLEVEL``.
+
+    Parameters
+    ----------
+    frame : Frame
+        A prepared frame (``SATLEVEL`` on every extension), before or after trimming.
+    bpm : Frame, optional
+        Static bad-pixel mask with one extension per frame extension, matched by order, each of
+        the same shape and binning (its DQ plane, or its pixels, hold the bits). None: no
+        static mask.
+
+    Returns
+    -------
+    Frame
+        A copy whose extensions have a uint16 DQ plane (any existing bits are kept).
+
+    Raises
+    ------
+    GemredInputError
+        If the frame is not prepared, or the BPM has another extension count, shape or binning.
+    """
+    name = frame_label(frame)
+    if bpm is not None and len(bpm) != len(frame):
+        msg = f"{name}: the BPM {frame_label(bpm)} has {len(bpm)} extensions, the frame {len(frame)}"
+        raise GemredInputError(msg)
+    out = frame.copy()
+    for i, ext in enumerate(out):
+        if "SATLEVEL" not in ext.header:
+            msg = f"{name}: extension {i + 1} has no SATLEVEL; run prepare() before add_dq()"
+            raise GemredInputError(msg)
+        mask = np.zeros(ext.shape, dtype=np.uint16) if ext.dq is None else ext.dq
+        if bpm is not None:
+            bits = _bpm_mask(bpm, i)
+            if bits.shape != ext.shape or _binning(bpm[i].header) != _binning(ext.header):
+                msg = (
+                    f"{name}: extension {i + 1} has shape {ext.shape} and binning {_binning(ext.header)}, "
+                    f"but the BPM {frame_label(bpm)} has {bits.shape} and {_binning(bpm[i].header)}; "
+                    "use the BPM made for this binning and read-out area"
+                )
+                raise GemredInputError(msg)
+            mask |= bits
+        mask[ext.sci >= float(ext.header["SATLEVEL"])] |= dq.SATURATED
+        ext.dq = mask
+    out.stamp("ADDDQ", "UT time stamp for add_dq")
+    return out
+
+
+def add_var(frame: Frame, *, read_noise: bool = True, poisson: bool = False) -> Frame:
+    """Add read-noise and/or Poisson variance terms to the VAR plane, each at most once.
+
+    In ADU the read term is ``(RDNOISE / GAIN)**2`` and the Poisson term ``max(SCI, 0) / GAIN``;
+    in electrons ``RDNOISE**2`` and ``max(SCI, 0)``. Terms already present (header ``VARNOISE``)
+    are not added again.
+
+    Parameters
+    ----------
+    frame : Frame
+        A prepared frame (``GAIN``, ``RDNOISE``, ``BUNIT`` on every extension).
+    read_noise, poisson : bool
+        Which terms to add.
+
+    Returns
+    -------
+    Frame
+        A copy with float32 VAR planes; ``VARNOISE`` lists the terms included.
+
+    Raises
+    ------
+    ValueError
+        If neither term is requested.
+    GemredInputError
+        If the frame is not prepared.
+    """
+    if not (read_noise or poisson):
+        msg = "add_var: ask for read_noise and/or poisson"
+        raise ValueError(msg)
+    name = frame_label(frame)
+    out = frame.copy()
+    for i, ext in enumerate(out):
+        hdr = ext.header
+        if "GAIN" not in hdr or "RDNOISE" not in hdr or "BUNIT" not in hdr:
+            msg = f"{name}: extension {i + 1} lacks GAIN/RDNOISE/BUNIT; run prepare() before add_var()"
+            raise GemredInputError(msg)
+        terms = [t for t in str(hdr.get("VARNOISE", "")).split(",") if t]
+        gain = float(hdr["GAIN"]) if str(hdr["BUNIT"]).lower() == "adu" else 1.0
+        var = np.zeros(ext.shape, dtype=np.float32) if ext.var is None else ext.var
+        if read_noise and "read" not in terms:
+            var += np.float32((float(hdr["RDNOISE"]) / gain) ** 2)
+            terms.append("read")
+        if poisson and "Poisson" not in terms:
+            var += np.maximum(ext.sci, np.float32(0)) / np.float32(gain)
+            terms.append("Poisson")
+        ext.var = var
+        hdr["VARNOISE"] = (",".join(terms), "Variance terms included")
+    out.stamp("ADDVAR", "UT time stamp for add_var")
+    return out

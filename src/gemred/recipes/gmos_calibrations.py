@@ -1,0 +1,294 @@
+"""GMOS imaging calibration recipes: master bias, master twilight flat, calibrated science frames.
+
+DRAGONS' ``makeProcessedBias`` (``geminidr/gmos/recipes/sq/recipes_BIAS.py``),
+``makeProcessedFlat`` (``recipes_FLAT_IMAGE.py``) and the first steps of ``reduce``
+(``recipes_IMAGE.py``, up to ``flatCorrect``); ``shared/reference/reduction-steps.md`` 3.1-3.3.
+Files are read here (one at a time: a frame is reduced to its trimmed float32 planes before the
+next is read), products are returned as :class:`~gemred.frame.Frame` and the caller writes them
+(``<root>_bias.fits``, ``<root>_flat.fits``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from astropy.io import fits
+
+from gemred.frame import Extension, Frame
+from gemred.io import GemredInputError, open_raw, read_frame
+from gemred.primitives.ccd import adu_to_electrons, subtract_bias, subtract_overscan, trim_overscan
+from gemred.primitives.flat import ccd2_mean, flat_correct, normalize_flat_gmos, scale_flats, threshold_flat
+from gemred.primitives.standardize import add_dq, add_var, prepare
+from gemred.stacking import stack_frames
+
+__all__ = [
+    "OVERSCAN_DEFAULTS",
+    "BIAS_STACK_DEFAULTS",
+    "FLAT_STACK_DEFAULTS",
+    "THRESHOLD_DEFAULTS",
+    "flat_rejection",
+    "read_bpm",
+    "make_master_bias",
+    "make_master_flat",
+    "calibrate_science",
+]
+
+#: GMOS ``overscanCorrect`` defaults (Hamamatsu): one level per row, 4 contaminated columns.
+OVERSCAN_DEFAULTS: dict[str, object] = {
+    "function": "none",
+    "order": None,
+    "lsigma": 3.0,
+    "hsigma": 3.0,
+    "niter": 0,
+    "nbiascontam": 4,
+}
+#: ``stackBiases``: mean with variance clipping about the median, to convergence; the stack's
+#: band work arrays are kept small because the inputs themselves are all in memory.
+BIAS_STACK_DEFAULTS: dict[str, object] = {
+    "operation": "mean",
+    "reject_method": "varclip",
+    "lsigma": 3.0,
+    "hsigma": 3.0,
+    "memory_mb": 64,
+}
+#: ``stackFlats`` (GMOS): mean with min/max rejection; ``nlow``/``nhigh`` from :func:`flat_rejection`.
+FLAT_STACK_DEFAULTS: dict[str, object] = {"operation": "mean", "reject_method": "minmax", "memory_mb": 64}
+#: Response range of a usable flat pixel.
+THRESHOLD_DEFAULTS: dict[str, float] = {"low": 0.5, "high": 2.0}
+
+PathLike = str | os.PathLike
+
+
+def flat_rejection(nflats: int) -> tuple[int, int]:
+    """DRAGONS' GMOS ``stackFlats`` rule: (nlow, nhigh) rejected for ``nflats`` inputs.
+
+    Examples
+    --------
+    >>> [flat_rejection(n) for n in (2, 5, 8, 12)]
+    [(0, 0), (1, 1), (2, 2), (2, 3)]
+    """
+    if nflats <= 2:
+        return 0, 0
+    if nflats <= 5:
+        return 1, 1
+    if nflats <= 10:
+        return 2, 2
+    return 2, 3
+
+
+def read_bpm(path: PathLike) -> Frame:
+    """Read a static bad-pixel mask file (one uint16 ``DQ`` extension per raw extension).
+
+    Parameters
+    ----------
+    path : path-like
+        The BPM file (``OBSTYPE='BPM'``), e.g. ``bpm_20170306_gmos-n_Ham_22_full_12amp.fits``.
+
+    Returns
+    -------
+    Frame
+        One extension per mask with its bits in ``dq`` (``sci`` is a read-only zero placeholder
+        that takes no memory).
+
+    Raises
+    ------
+    GemredInputError
+        If the file is unreadable or holds no image extension.
+    """
+    with open_raw(path) as hdul:
+        phu = hdul[0].header.copy()
+        extensions = [
+            Extension(np.broadcast_to(np.float32(0), hdu.data.shape), hdu.header.copy(), dq=hdu.data)
+            for hdu in hdul[1:]
+            if isinstance(hdu, fits.ImageHDU) and hdu.data is not None
+        ]
+    if not extensions:
+        msg = f"{path}: no mask extensions in this BPM file"
+        raise GemredInputError(msg)
+    root = os.path.basename(os.fspath(path)).removesuffix(".fits")
+    return Frame(phu, extensions, root)
+
+
+def _overscan_params(overscan: Mapping[str, object] | None) -> dict[str, object]:
+    params = dict(OVERSCAN_DEFAULTS)
+    params.update(overscan or {})
+    return params
+
+
+def _standardized(
+    path: PathLike, bpm: Frame | None, overscan: Mapping[str, object], *, kind: str | None = None
+) -> Frame:
+    """Raw file -> prepared, DQ and read variance added, overscan subtracted and trimmed (ADU)."""
+    raw = read_frame(path)
+    if kind == "BIAS" and str(raw.phu.get("OBSTYPE", "")).strip().upper() != "BIAS":
+        msg = f"{path}: OBSTYPE={raw.phu.get('OBSTYPE')!r}, not a bias; remove it from the bias list"
+        raise GemredInputError(msg)
+    if kind == "FLAT" and not _is_flat(raw.phu):
+        msg = f"{path}: OBJECT={raw.phu.get('OBJECT')!r}, not a twilight or lamp flat"
+        raise GemredInputError(msg)
+    frame = prepare(raw)
+    del raw
+    frame = add_var(add_dq(frame, bpm), read_noise=True)
+    return trim_overscan(subtract_overscan(frame, **overscan))
+
+
+def _is_flat(phu: fits.Header) -> bool:
+    obj = str(phu.get("OBJECT", "")).strip().lower()
+    return obj in ("twilight", "domeflat") or str(phu.get("OBSTYPE", "")).strip().upper() == "FLAT"
+
+
+def _bpm(bpm_path: PathLike | None) -> Frame | None:
+    return None if bpm_path is None else read_bpm(bpm_path)
+
+
+def _need_inputs(raw_paths: Sequence[PathLike], what: str) -> list[PathLike]:
+    paths = list(raw_paths)
+    if not paths:
+        msg = f"no raw files given to make a master {what}"
+        raise GemredInputError(msg)
+    return paths
+
+
+def make_master_bias(
+    raw_paths: Sequence[PathLike],
+    *,
+    bpm_path: PathLike | None = None,
+    overscan: Mapping[str, object] | None = None,
+    stack: Mapping[str, object] | None = None,
+) -> Frame:
+    """Make a GMOS master bias (DRAGONS ``makeProcessedBias``).
+
+    Each raw bias is prepared, gets DQ (BPM, saturation) and read-noise variance, is
+    overscan-corrected and trimmed; the frames are mean-combined with variance clipping.
+
+    Parameters
+    ----------
+    raw_paths : sequence of path-like
+        Raw biases of one binning, read mode and read-out area.
+    bpm_path : path-like, optional
+        Static bad-pixel mask file.
+    overscan : mapping, optional
+        Overrides of :data:`OVERSCAN_DEFAULTS` (see :func:`~gemred.primitives.ccd.subtract_overscan`).
+    stack : mapping, optional
+        Overrides of :data:`BIAS_STACK_DEFAULTS` (see :func:`gemred.stacking.stack_frames`).
+
+    Returns
+    -------
+    Frame
+        The master bias in ADU, named after the first input (written as ``<root>_bias.fits``);
+        ``PROCBIAS`` (and the stack's ``NCOMBINE``) in its primary header.
+
+    Raises
+    ------
+    GemredInputError
+        If there are no inputs, one is not a bias, or inputs do not match.
+    """
+    paths = _need_inputs(raw_paths, "bias")
+    bpm = _bpm(bpm_path)
+    params = _overscan_params(overscan)
+    frames = [_standardized(path, bpm, params, kind="BIAS") for path in paths]
+    master = stack_frames(frames, scale=False, zero=False, **{**BIAS_STACK_DEFAULTS, **(stack or {})})
+    master.stamp("PROCBIAS", "UT time stamp: processed bias")
+    return master
+
+
+def make_master_flat(
+    raw_paths: Sequence[PathLike],
+    *,
+    bias: Frame,
+    bpm_path: PathLike | None = None,
+    overscan: Mapping[str, object] | None = None,
+    stack: Mapping[str, object] | None = None,
+    threshold: Mapping[str, float] | None = None,
+) -> Frame:
+    """Make a normalised GMOS imaging flat from twilight flats (DRAGONS ``makeProcessedFlat``).
+
+    Each flat is standardised and trimmed as the biases, bias-subtracted, converted to
+    electrons and given Poisson variance; the flats are scaled to the first one's CCD2 level,
+    mean-combined with min/max rejection (:func:`flat_rejection`), normalised by the CCD2
+    level, and pixels of unusable response are flagged (:func:`~gemred.primitives.flat.threshold_flat`).
+
+    Parameters
+    ----------
+    raw_paths : sequence of path-like
+        Raw flats of one filter, binning, read mode and read-out area.
+    bias : Frame
+        The matching master bias.
+    bpm_path : path-like, optional
+        Static bad-pixel mask file.
+    overscan, stack, threshold : mapping, optional
+        Overrides of :data:`OVERSCAN_DEFAULTS`, :data:`FLAT_STACK_DEFAULTS` (plus the
+        ``nlow``/``nhigh`` rule) and :data:`THRESHOLD_DEFAULTS`.
+
+    Returns
+    -------
+    Frame
+        The normalised flat (CCD2 level 1), named after the first input (``<root>_flat.fits``);
+        ``PROCFLAT`` (and the stack's ``NCOMBINE``) in its primary header.
+
+    Raises
+    ------
+    GemredInputError
+        If there are no inputs, one is not a flat, or inputs and bias do not match.
+    """
+    paths = _need_inputs(raw_paths, "flat")
+    bpm = _bpm(bpm_path)
+    params = _overscan_params(overscan)
+    frames: list[Frame] = []
+    reference = None
+    for path in paths:
+        frame = subtract_bias(_standardized(path, bpm, params, kind="FLAT"), bias)
+        frame = add_var(adu_to_electrons(frame), read_noise=False, poisson=True)
+        if reference is None:
+            reference = ccd2_mean(frame)
+        frames.extend(scale_flats([frame], reference=reference))
+        del frame
+    nlow, nhigh = flat_rejection(len(frames))
+    stack_params = {**FLAT_STACK_DEFAULTS, "nlow": nlow, "nhigh": nhigh, **(stack or {})}
+    stacked = stack_frames(frames, scale=False, zero=False, **stack_params)
+    del frames
+    flat = threshold_flat(normalize_flat_gmos(stacked), **{**THRESHOLD_DEFAULTS, **(threshold or {})})
+    flat.stamp("PROCFLAT", "UT time stamp: processed flat")
+    return flat
+
+
+def calibrate_science(
+    raw_path: PathLike,
+    *,
+    bias: Frame,
+    flat: Frame,
+    bpm_path: PathLike | None = None,
+    overscan: Mapping[str, object] | None = None,
+) -> Frame:
+    """Reduce one raw GMOS science frame up to flat-fielding, per amplifier, in electrons.
+
+    prepare, add_dq, add_var (read), overscan correction, trimming, bias subtraction,
+    conversion to electrons, add_var (Poisson), flat correction: VAR is then
+    ``RN**2 + max(counts, 0)`` (plus bias and flat terms) in electrons squared.
+
+    Parameters
+    ----------
+    raw_path : path-like
+        Raw science frame.
+    bias, flat : Frame
+        Matching master bias and normalised flat.
+    bpm_path : path-like, optional
+        Static bad-pixel mask file.
+    overscan : mapping, optional
+        Overrides of :data:`OVERSCAN_DEFAULTS`.
+
+    Returns
+    -------
+    Frame
+        The flat-fielded frame, root of the raw file.
+
+    Raises
+    ------
+    GemredInputError
+        If the file is unreadable or does not match the calibrations.
+    """
+    frame = subtract_bias(_standardized(raw_path, _bpm(bpm_path), _overscan_params(overscan)), bias)
+    frame = add_var(adu_to_electrons(frame), read_noise=False, poisson=True)
+    return flat_correct(frame, flat)

@@ -1,0 +1,742 @@
+"""Stacking frames pixel by pixel with rejection, the way DRAGONS' ``stackFrames`` does.
+
+The numerical core, :func:`stack_arrays`, combines a stack of ``N`` images (SCI, VAR, DQ) into
+one: it picks the inputs of every output pixel by the DQ hierarchy, rejects outliers
+(``none``, ``minmax``, ``sigclip``, ``varclip``) and combines what is left (``mean``,
+``wtmean``, ``median``, ``lmedian``), propagating variance and ORing the DQ of the pixels
+used (``shared/reference/reduction-steps.md`` sections 1 and 5; ``DRAGONS:
+gempy/library/nddops.py``).
+
+:func:`stack_frames` stacks :class:`~gemred.frame.Frame` objects extension by extension,
+optionally matching their levels (additive ``zero`` or multiplicative ``scale``) to the first
+frame. :func:`stack_files` does the same from processed files on disk, reading each stack in
+row bands from files opened once, so memory stays bounded whatever the number of frames; it
+gives bit-for-bit the same result as :func:`stack_frames`.
+
+Implementation notes: the stack axis is the first one and every step is vectorised across
+pixels. Excluded and rejected inputs become NaN in a float32 work copy; medians come from one
+``np.sort`` along the stack axis (NaN sort last), means and standard deviations from
+bottleneck's NaN-aware reductions, and clipping iterations after the first only touch the
+pixels that still change.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import bottleneck as bn
+import numpy as np
+from astropy.io import fits
+
+from gemred.dq import BAD_PIXEL, COSMIC_RAY, NO_DATA, NON_LINEAR, OVERLAP, SATURATED, UNILLUMINATED
+from gemred.frame import Extension, Frame
+from gemred.io import _root_name, open_raw
+from gemred.sections import parse_section
+
+__all__ = [
+    "OPERATIONS",
+    "REJECT_METHODS",
+    "DQ_HIERARCHY",
+    "stack_arrays",
+    "stack_frames",
+    "stack_files",
+    "level_offsets",
+]
+
+OPERATIONS = ("mean", "wtmean", "median", "lmedian")
+REJECT_METHODS = ("none", "minmax", "sigclip", "varclip")
+
+#: DQ bits admitted at each level of the stacking hierarchy, least bad first. An input pixel
+#: is as bad as its worst bit; an output pixel uses the inputs of the least bad level present.
+DQ_HIERARCHY = (NON_LINEAR | SATURATED, COSMIC_RAY, OVERLAP, BAD_PIXEL, UNILLUMINATED, NO_DATA)
+
+#: Rows of each extension used to measure offsets and scales (evenly spaced).
+_STAT_ROWS = 512
+#: Work-array bytes per input pixel (SCI, VAR, DQ) and the factor for temporaries.
+_BYTES_PER_PIXEL = 4 + 4 + 2
+_WORK_FACTOR = 3
+#: Stack elements (frames x pixels) handled per chunk of the numerical core.
+_CHUNK_ELEMENTS = 1 << 20
+#: Largest stack sorted by a sorting network rather than ``np.sort``.
+_NETWORK_MAX = 32
+
+
+def _rank_table() -> np.ndarray:
+    """Hierarchy level of every possible uint16 DQ value (len(DQ_HIERARCHY) = other bits)."""
+    values = np.arange(1 << 16, dtype=np.uint32)
+    rank = np.full(values.size, len(DQ_HIERARCHY), dtype=np.uint8)
+    allowed = np.cumsum(DQ_HIERARCHY)
+    for level in range(len(DQ_HIERARCHY) - 1, -1, -1):
+        rank[(values & ~np.uint32(allowed[level])) == 0] = level
+    return rank
+
+
+_RANK = _rank_table()
+
+
+@dataclass(frozen=True)
+class _Options:
+    operation: str
+    reject_method: str
+    lsigma: float
+    hsigma: float
+    nlow: float
+    nhigh: float
+    max_iters: int
+    mclip: bool
+    apply_dq: bool
+
+
+def _check_options(
+    n_img: int,
+    *,
+    operation: str,
+    reject_method: str,
+    lsigma: float,
+    hsigma: float,
+    nlow: float,
+    nhigh: float,
+    max_iters: int | None,
+    mclip: bool,
+    apply_dq: bool,
+) -> _Options:
+    if operation not in OPERATIONS:
+        msg = f"operation must be one of {OPERATIONS}, not {operation!r}"
+        raise ValueError(msg)
+    if reject_method not in REJECT_METHODS:
+        msg = f"reject_method must be one of {REJECT_METHODS}, not {reject_method!r}"
+        raise ValueError(msg)
+    if nlow < 0 or nhigh < 0:
+        msg = f"nlow and nhigh must not be negative (got {nlow}, {nhigh})"
+        raise ValueError(msg)
+    if reject_method == "minmax" and nlow + nhigh >= n_img:
+        msg = f"only {n_img} images but nlow={nlow} and nhigh={nhigh}; nothing would be left"
+        raise ValueError(msg)
+    if max_iters is not None and max_iters < 1:
+        msg = f"max_iters must be at least 1 or None (got {max_iters})"
+        raise ValueError(msg)
+    return _Options(
+        operation,
+        reject_method,
+        float(lsigma),
+        float(hsigma),
+        float(nlow),
+        float(nhigh),
+        100 if max_iters is None else int(max_iters),
+        bool(mclip),
+        bool(apply_dq),
+    )
+
+
+def stack_arrays(
+    sci: np.ndarray,
+    var: np.ndarray | None = None,
+    dq: np.ndarray | None = None,
+    *,
+    operation: str = "mean",
+    reject_method: str = "sigclip",
+    lsigma: float = 3.0,
+    hsigma: float = 3.0,
+    nlow: float = 0,
+    nhigh: float = 0,
+    max_iters: int | None = None,
+    mclip: bool = True,
+    apply_dq: bool = True,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """Combine a stack of images pixel by pixel, with DQ selection and outlier rejection.
+
+    For every output pixel, in this order:
+
+    1. **DQ hierarchy** (``apply_dq``): the inputs whose DQ has no bit other than
+       non_linear/saturated are used; if there are none, inputs also flagged cosmic_ray are
+       admitted, then overlap, bad_pixel, unilluminated and finally no_data
+       (:data:`DQ_HIERARCHY`). Inputs with other bits set are used only if nothing else is left.
+       NaN inputs are never used.
+    2. **Rejection** among those inputs:
+
+       * ``minmax``: the ``nlow`` lowest and ``nhigh`` highest are dropped, the counts scaled
+         IRAF-style to the ``n`` inputs left by the DQ selection: ``int(n * nlow / N + 0.001)``.
+       * ``sigclip``: iterative clipping about the median (``mclip``; else the median on the
+         first pass and the mean after) at ``lsigma``/``hsigma`` times the standard deviation
+         (ddof=0) of the surviving inputs, until nothing changes or ``max_iters`` passes
+         (None: up to 100). Rejected inputs stay rejected.
+       * ``varclip``: as ``sigclip`` but the limits are ``lsigma``/``hsigma`` times each input's
+         own sqrt(VAR); without ``var`` it is ``sigclip``.
+
+       A clipping pass that would reject every input of a pixel is not applied to it.
+    3. **Combination** of the survivors: ``mean``; ``wtmean`` (inverse-variance weighted mean,
+       a plain mean without ``var``; VAR must be positive); ``median`` (mean of the two middle
+       values for an even count); ``lmedian`` (the lower of the two).
+
+    Output VAR is the mean of the survivors' VAR divided by their number (``mean``), times
+    pi/2 for ``median`` and ``lmedian`` (Laplace's factor for the median, as DRAGONS), and
+    ``1 / sum(1 / VAR)`` for ``wtmean``; ``None`` without ``var``. Output DQ is the OR of the
+    DQ of the survivors (zero everywhere without ``dq``).
+
+    Parameters
+    ----------
+    sci : numpy.ndarray
+        Science stack, shape ``(N, ...)`` (normally ``(N, ny, nx)``); converted to float32.
+    var : numpy.ndarray, optional
+        Variance stack of the same shape, float32.
+    dq : numpy.ndarray, optional
+        DQ stack of the same shape, uint16 DRAGONS bits.
+    operation : {'mean', 'wtmean', 'median', 'lmedian'}
+        How the surviving inputs are combined.
+    reject_method : {'none', 'minmax', 'sigclip', 'varclip'}
+        How outliers are rejected.
+    lsigma, hsigma : float
+        Lower and upper clipping limits, in standard deviations.
+    nlow, nhigh : float
+        Inputs rejected at the low and high ends by ``minmax`` (for ``N`` good inputs).
+    max_iters : int, optional
+        Maximum number of clipping passes; None iterates to convergence (at most 100).
+    mclip : bool
+        Clip about the median on every pass (else about the mean after the first).
+    apply_dq : bool
+        Select inputs by the DQ hierarchy; if False every input is a candidate.
+
+    Returns
+    -------
+    sci : numpy.ndarray
+        Combined image, float32, shape ``sci.shape[1:]``; NaN where no input could be used.
+    var : numpy.ndarray or None
+        Its variance, float32.
+    dq : numpy.ndarray
+        Its DQ, uint16.
+
+    Raises
+    ------
+    ValueError
+        If the shapes differ, an option is unknown, or ``nlow + nhigh >= N`` for ``minmax``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> sci = np.array([[[1.0]], [[2.0]], [[3.0]], [[100.0]]], dtype=np.float32)
+    >>> out, var, dq = stack_arrays(sci, reject_method="minmax", nhigh=1)
+    >>> float(out[0, 0])
+    2.0
+    """
+    sci = np.asarray(sci)
+    if sci.ndim < 2:
+        msg = f"sci must be a stack of shape (N, ...), not {sci.shape}"
+        raise ValueError(msg)
+    for name, arr in (("var", var), ("dq", dq)):
+        if arr is not None and np.shape(arr) != sci.shape:
+            msg = f"{name} has shape {np.shape(arr)} but sci has {sci.shape}"
+            raise ValueError(msg)
+    opts = _check_options(
+        sci.shape[0],
+        operation=operation,
+        reject_method=reject_method,
+        lsigma=lsigma,
+        hsigma=hsigma,
+        nlow=nlow,
+        nhigh=nhigh,
+        max_iters=max_iters,
+        mclip=mclip,
+        apply_dq=apply_dq,
+    )
+    n_img, out_shape = sci.shape[0], sci.shape[1:]
+    flat_sci = sci.reshape(n_img, -1)
+    flat_var = None if var is None else np.asarray(var).reshape(n_img, -1)
+    flat_dq = None if dq is None else np.asarray(dq).reshape(n_img, -1)
+    npix = flat_sci.shape[1]
+    out_sci = np.empty(npix, dtype=np.float32)
+    out_var = None if var is None else np.empty(npix, dtype=np.float32)
+    out_dq = np.empty(npix, dtype=np.uint16)
+
+    def run(start: int, stop: int) -> None:
+        cols = slice(start, stop)
+        s, v, d = _combine_block(
+            flat_sci[:, cols],
+            None if flat_var is None else flat_var[:, cols],
+            None if flat_dq is None else flat_dq[:, cols],
+            opts,
+        )
+        out_sci[cols] = s
+        out_dq[cols] = d
+        if out_var is not None:
+            out_var[cols] = v
+
+    chunk = max(1, _CHUNK_ELEMENTS // n_img)
+    starts = range(0, npix, chunk)
+    workers = min(len(starts), _n_threads())
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if workers <= 1:
+            for start in starts:
+                run(start, min(start + chunk, npix))
+        else:
+            with ThreadPoolExecutor(workers) as pool:
+                list(pool.map(lambda start: run(start, min(start + chunk, npix)), starts))
+    return (
+        out_sci.reshape(out_shape),
+        None if out_var is None else out_var.reshape(out_shape),
+        out_dq.reshape(out_shape),
+    )
+
+
+def _n_threads() -> int:
+    """Threads for the numerical core: the CPUs this process may use, at most 4."""
+    return max(1, min(4, len(os.sched_getaffinity(0))))
+
+
+def _combine_block(
+    sci: np.ndarray, var: np.ndarray | None, dq: np.ndarray | None, opts: _Options
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """Steps 1-3 of :func:`stack_arrays` on ``(N, npix)`` arrays."""
+    x = np.array(sci, dtype=np.float32)
+    var = None if var is None else np.asarray(var, dtype=np.float32)
+    dq = None if dq is None else np.asarray(dq, dtype=np.uint16)
+    if dq is not None and opts.apply_dq:
+        _exclude_by_dq(x, dq)
+
+    ordered = None  # survivors sorted along axis 0: (array, first index, count)
+    if opts.reject_method == "minmax":
+        x, var, dq, ordered = _minmax(x, var, dq, opts.nlow, opts.nhigh)
+    elif opts.reject_method in ("sigclip", "varclip"):
+        clip_var = var if opts.reject_method == "varclip" else None
+        ordered = _iterclip(x, clip_var, opts)
+
+    keep = ~np.isnan(x)
+    op = opts.operation
+    if op == "wtmean" and var is not None:
+        weight = np.where(keep, np.float32(1) / var, np.float32(0))
+        sum_weight = weight.sum(axis=0, dtype=np.float32)
+        out = np.where(keep, x * weight, np.float32(0)).sum(axis=0, dtype=np.float32) / sum_weight
+        out_var = np.float32(1) / sum_weight
+    else:
+        if op in ("median", "lmedian"):
+            if ordered is None:
+                count = np.count_nonzero(keep, axis=0)
+                ordered = (_sort_stack(x), np.zeros_like(count), count)
+            out = _sorted_median(*ordered, low=op == "lmedian")
+        else:
+            out = bn.nanmean(x, axis=0)
+        out_var = None
+        if var is not None:
+            count = np.count_nonzero(keep, axis=0).astype(np.float32)
+            out_var = bn.nansum(np.where(keep, var, np.float32(0)), axis=0) / np.square(count)
+            if op in ("median", "lmedian"):
+                out_var *= np.float32(0.5 * np.pi)
+    if dq is None:
+        out_dq = np.zeros(x.shape[1], dtype=np.uint16)
+    else:
+        out_dq = np.bitwise_or.reduce(np.where(keep, dq, np.uint16(0)), axis=0)
+    return out, out_var, out_dq
+
+
+def _exclude_by_dq(x: np.ndarray, dq: np.ndarray) -> None:
+    """Set to NaN the inputs that the DQ hierarchy does not pick (in place)."""
+    bad = (dq & np.uint16(0xFFFF ^ DQ_HIERARCHY[0])) != 0
+    if not bad.any():
+        return
+    all_bad = np.flatnonzero(bad.all(axis=0))
+    if all_bad.size:
+        rank = _RANK[dq[:, all_bad]]
+        bad[:, all_bad] = rank != rank.min(axis=0)
+    x[bad] = np.nan
+
+
+def _network(n: int) -> list[tuple[int, int]]:
+    """Comparators of Batcher's odd-even merge sort for ``n`` inputs."""
+    pairs = []
+    p = 1
+    while p < n:
+        k = p
+        while k >= 1:
+            for j in range(k % p, n - k, 2 * k):
+                for i in range(min(k, n - j - k)):
+                    if (i + j) // (2 * p) == (i + j + k) // (2 * p):
+                        pairs.append((i + j, i + j + k))
+            k //= 2
+        p *= 2
+    return pairs
+
+
+def _sort_stack(x: np.ndarray) -> np.ndarray:
+    """``x`` sorted along axis 0, NaN last (as NaN or +inf: use only the non-NaN count).
+
+    Small stacks go through a sorting network of elementwise min/max on whole rows, several
+    times faster than ``np.sort`` along a short axis; large ones through ``np.sort``.
+    """
+    n_img = x.shape[0]
+    if n_img > _NETWORK_MAX:
+        return np.sort(x, axis=0)
+    out = np.where(np.isnan(x), np.float32(np.inf), x)
+    tmp = np.empty(x.shape[1:], dtype=out.dtype)
+    for i, j in _network(n_img):
+        np.minimum(out[i], out[j], out=tmp)
+        np.maximum(out[i], out[j], out=out[j])
+        out[i] = tmp
+    return out
+
+
+def _sorted_median(
+    ordered: np.ndarray, start: np.ndarray, count: np.ndarray, *, low: bool = False
+) -> np.ndarray:
+    """Median of ``ordered[start:start + count]`` along axis 0 (NaN where ``count`` is 0)."""
+    first = start + np.maximum(count - 1, 0) // 2
+    second = first if low else start + count // 2
+    a = np.take_along_axis(ordered, first[np.newaxis], axis=0)[0]
+    b = np.take_along_axis(ordered, second[np.newaxis], axis=0)[0]
+    return np.where(count > 0, (a + b) * np.float32(0.5), np.float32(np.nan))
+
+
+def _minmax(
+    x: np.ndarray, var: np.ndarray | None, dq: np.ndarray | None, nlow: float, nhigh: float
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, tuple[np.ndarray, ...]]:
+    """Reject the lowest/highest inputs IRAF-style; returns the arrays sorted along axis 0."""
+    n_img = x.shape[0]
+    order = np.argsort(x, axis=0)
+    x = np.take_along_axis(x, order, axis=0)
+    var = None if var is None else np.take_along_axis(var, order, axis=0)
+    dq = None if dq is None else np.take_along_axis(dq, order, axis=0)
+    ngood = np.count_nonzero(~np.isnan(x), axis=0)
+    nlo = (ngood * (nlow / n_img) + 0.001).astype(np.intp)
+    nhi = (ngood * (nhigh / n_img) + 0.001).astype(np.intp)
+    rank = np.arange(n_img)[:, np.newaxis]
+    x[(rank < nlo) | ((rank >= ngood - nhi) & (rank < ngood))] = np.nan
+    return x, var, dq, (x, nlo, ngood - nlo - nhi)
+
+
+def _iterclip(x: np.ndarray, var: np.ndarray | None, opts: _Options) -> tuple[np.ndarray, ...]:
+    """Iterative sigma (``var`` None) or variance clipping; sets rejected ``x`` to NaN.
+
+    Returns the survivors sorted along axis 0 (see :func:`_sort_stack`), their first index
+    (0) and their count. After the first pass only the pixels that lost an input are redone.
+    """
+    ordered = _sort_stack(x)
+    count = np.count_nonzero(~np.isnan(x), axis=0)
+    cols = None  # columns of the pixels still being clipped (None: all)
+    sub_x, sub_s, sub_v, sub_n = x, ordered, var, count
+    for iteration in range(opts.max_iters):
+        if opts.mclip or iteration == 0:
+            center = _sorted_median(sub_s, np.zeros_like(sub_n), sub_n)
+        else:
+            center = bn.nanmean(sub_x, axis=0)
+        if sub_v is None:
+            std = bn.nanstd(sub_x, axis=0)
+            reject = (sub_x < center - opts.lsigma * std) | (sub_x > center + opts.hsigma * std)
+        else:
+            dev = sub_x - center
+            sd = np.sqrt(sub_v)
+            reject = (dev < -opts.lsigma * sd) | (dev > opts.hsigma * sd)
+        nrej = np.count_nonzero(reject, axis=0)
+        changed = np.flatnonzero((nrej > 0) & (nrej < sub_n))
+        if changed.size == 0:
+            break
+        sub_x = sub_x[:, changed]
+        sub_x[reject[:, changed]] = np.nan
+        sub_s = _sort_stack(sub_x)
+        sub_n = sub_n[changed] - nrej[changed]
+        sub_v = None if sub_v is None else sub_v[:, changed]
+        cols = changed if cols is None else cols[changed]
+        x[:, cols] = sub_x
+        ordered[:, cols] = sub_s
+        count[cols] = sub_n
+    return ordered, np.zeros_like(count), count
+
+
+# --------------------------------------------------------------------------------------------
+# Frames and files
+
+
+def level_offsets(
+    samples: Sequence[tuple[np.ndarray, np.ndarray | None]], *, scale: bool = False, zero: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Multiplicative scales and additive offsets making every image match the first.
+
+    Parameters
+    ----------
+    samples : sequence of (sci, dq)
+        The same pixels of every image (e.g. some rows); ``dq`` may be None.
+    scale, zero : bool
+        Compute scales (``median(first) / median(this)``) or offsets
+        (``median(first - this)``), each over the pixels that are finite and have DQ 0 in both
+        images. If both are set, ``scale`` is dropped, as in DRAGONS. A scale that is not
+        finite and positive, or an offset that is not finite, is replaced by 1 or 0.
+
+    Returns
+    -------
+    scales, offsets : numpy.ndarray
+        float64, one per image; image ``i`` becomes ``sci * scales[i] + offsets[i]``.
+    """
+    n_img = len(samples)
+    scales, offsets = np.ones(n_img), np.zeros(n_img)
+    if not (scale or zero):
+        return scales, offsets
+    ref, ref_dq = samples[0]
+    ref_good = np.isfinite(ref) & (True if ref_dq is None else ref_dq == 0)
+    for i, (sci, dq) in enumerate(samples[1:], start=1):
+        good = ref_good & np.isfinite(sci) & (True if dq is None else dq == 0)
+        if not good.any():
+            continue
+        a, b = ref[good].astype(np.float64), sci[good].astype(np.float64)
+        if zero:
+            value = float(np.median(a - b))
+            offsets[i] = value if np.isfinite(value) else 0.0
+        else:
+            value = float(np.median(a) / np.median(b)) if np.median(b) != 0 else np.nan
+            scales[i] = value if np.isfinite(value) and value > 0 else 1.0
+    return scales, offsets
+
+
+#: Reads some rows (a slice or an index array) of extension ``ext`` of every input:
+#: ``(sci, var, dq)`` stacks of shape ``(N, rows, nx)``, fresh arrays the caller may modify.
+_Planes = tuple[np.ndarray, np.ndarray | None, np.ndarray | None]
+_BandReader = Callable[[int, "slice | np.ndarray"], _Planes]
+
+
+def _sample_rows(ny: int, statsec: str | None) -> tuple[np.ndarray, slice]:
+    """Rows and columns whose pixels measure offsets and scales."""
+    if statsec is None:
+        y1, y2, cols = 0, ny, slice(None)
+    else:
+        sec = parse_section(statsec)
+        y1, y2, cols = sec.y1, min(sec.y2, ny), slice(sec.x1, sec.x2)
+    rows = np.unique(np.linspace(y1, y2 - 1, min(_STAT_ROWS, y2 - y1)).astype(np.intp))
+    return rows, cols
+
+
+def _band_rows(n_img: int, nx: int, memory_mb: float) -> int:
+    if memory_mb <= 0:
+        msg = f"memory_mb must be positive (got {memory_mb})"
+        raise ValueError(msg)
+    per_row = n_img * nx * _BYTES_PER_PIXEL * _WORK_FACTOR
+    return max(1, int(memory_mb * 2**20 // per_row))
+
+
+def _stack_extensions(
+    shapes: list[tuple[int, int]],
+    n_img: int,
+    read: _BandReader,
+    *,
+    scale: bool,
+    zero: bool,
+    statsec: str | None,
+    memory_mb: float,
+    stack_kwargs: dict,
+) -> list[tuple[np.ndarray, np.ndarray | None, np.ndarray]]:
+    """Stack every extension band by band; shared by :func:`stack_frames` and :func:`stack_files`."""
+    results = []
+    for ext, (ny, nx) in enumerate(shapes):
+        scales, offsets = np.ones(n_img), np.zeros(n_img)
+        if scale or zero:
+            rows, cols = _sample_rows(ny, statsec)
+            sci, _, dq = read(ext, rows)
+            samples = [(sci[i][:, cols], None if dq is None else dq[i][:, cols]) for i in range(n_img)]
+            scales, offsets = level_offsets(samples, scale=scale, zero=zero)
+        out_sci = np.empty((ny, nx), dtype=np.float32)
+        out_var: np.ndarray | None = None
+        out_dq = np.empty((ny, nx), dtype=np.uint16)
+        step = _band_rows(n_img, nx, memory_mb)
+        for r0 in range(0, ny, step):
+            r1 = min(r0 + step, ny)
+            sci, var, dq = read(ext, slice(r0, r1))
+            _apply_levels(sci, var, scales, offsets)
+            band_sci, band_var, band_dq = stack_arrays(sci, var, dq, **stack_kwargs)
+            out_sci[r0:r1] = band_sci
+            out_dq[r0:r1] = band_dq
+            if band_var is not None:
+                if out_var is None:
+                    out_var = np.empty((ny, nx), dtype=np.float32)
+                out_var[r0:r1] = band_var
+        results.append((out_sci, out_var, out_dq))
+    return results
+
+
+def _apply_levels(sci: np.ndarray, var: np.ndarray | None, scales: np.ndarray, offsets: np.ndarray) -> None:
+    """Scale and offset each image of a band in place (float32 arithmetic)."""
+    for i, (s, z) in enumerate(zip(scales, offsets, strict=True)):
+        if s != 1.0:
+            sci[i] *= np.float32(s)
+            if var is not None:
+                var[i] *= np.float32(s * s)
+        if z != 0.0:
+            sci[i] += np.float32(z)
+
+
+def _output_frame(
+    phu: fits.Header, headers: list[fits.Header], root: str, results: list, n_img: int
+) -> Frame:
+    phu = phu.copy()
+    phu["NCOMBINE"] = (n_img, "Number of images combined")
+    extensions = [
+        Extension(sci, header.copy(), var=var, dq=dq)
+        for header, (sci, var, dq) in zip(headers, results, strict=True)
+    ]
+    frame = Frame(phu, extensions, root)
+    frame.stamp("STACKFRM", "UT time stamp for stackFrames")
+    return frame
+
+
+def _check_stack(n_img: int, shapes: list[list[tuple[int, ...]]], names: Sequence[str]) -> None:
+    if n_img == 0:
+        msg = "nothing to stack: no frames given"
+        raise ValueError(msg)
+    for name, frame_shapes in zip(names, shapes, strict=True):
+        if frame_shapes != shapes[0]:
+            msg = f"{name}: extension shapes {frame_shapes} differ from the first input's {shapes[0]}"
+            raise ValueError(msg)
+
+
+def stack_frames(
+    frames: Sequence[Frame],
+    *,
+    scale: bool = False,
+    zero: bool = False,
+    statsec: str | None = None,
+    memory_mb: float | None = None,
+    **stack_kwargs,
+) -> Frame:
+    """Stack frames extension by extension (DRAGONS ``stackFrames``).
+
+    Parameters
+    ----------
+    frames : sequence of Frame
+        Inputs with the same number and shapes of extensions; VAR (DQ) is used only if every
+        frame has it.
+    scale, zero : bool
+        Match every frame to the first, extension by extension, by a multiplicative scale or
+        an additive offset (see :func:`level_offsets`; ``zero`` wins if both are set). They
+        are measured on up to 512 evenly spaced rows of ``statsec``; VAR is scaled by the
+        square of the scale.
+    statsec : str, optional
+        FITS section (``'[x1:x2,y1:y2]'``, 1-based) for the offset statistics; whole extension
+        by default.
+    memory_mb : float, optional
+        Approximate memory for the band-by-band work arrays (default 512).
+    **stack_kwargs
+        Options of :func:`stack_arrays` (``operation``, ``reject_method``, ...).
+
+    Returns
+    -------
+    Frame
+        The stack: the first frame's PHU with ``NCOMBINE`` and a ``STACKFRM`` stamp, its
+        extension headers and root.
+
+    Raises
+    ------
+    ValueError
+        If there are no frames, their extensions differ in shape, or an option is invalid.
+    """
+    frames = list(frames)
+    _check_stack(len(frames), [[ext.shape for ext in f] for f in frames], [f.root for f in frames])
+    shapes = [ext.shape for ext in frames[0]]
+
+    def read(ext: int, rows: slice | np.ndarray) -> _Planes:
+        exts = [f[ext] for f in frames]
+        sci = np.stack([e.sci[rows] for e in exts]).astype(np.float32, copy=False)
+        var = None if any(e.var is None for e in exts) else np.stack([e.var[rows] for e in exts])
+        dq = None if any(e.dq is None for e in exts) else np.stack([e.dq[rows] for e in exts])
+        return sci, var, dq
+
+    results = _stack_extensions(
+        shapes,
+        len(frames),
+        read,
+        scale=scale,
+        zero=zero,
+        statsec=statsec,
+        memory_mb=512 if memory_mb is None else memory_mb,
+        stack_kwargs=stack_kwargs,
+    )
+    first = frames[0]
+    return _output_frame(first.phu, [e.header for e in first], first.root, results, len(frames))
+
+
+def _image_hdus(hdul: fits.HDUList) -> list[dict[str, fits.ImageHDU]]:
+    """SCI/VAR/DQ HDUs of a processed file grouped by EXTVER, in EXTVER order."""
+    groups: dict[int, dict[str, fits.ImageHDU]] = {}
+    for hdu in hdul[1:]:
+        if isinstance(hdu, fits.ImageHDU) and hdu.name in ("SCI", "VAR", "DQ"):
+            groups.setdefault(hdu.ver, {})[hdu.name] = hdu
+    return [groups[ver] for ver in sorted(groups) if "SCI" in groups[ver]]
+
+
+def stack_files(
+    paths: Sequence[str | os.PathLike],
+    *,
+    scale: bool = False,
+    zero: bool = False,
+    statsec: str | None = None,
+    memory_mb: float = 512,
+    **stack_kwargs,
+) -> Frame:
+    """Stack processed files on disk, reading them in row bands (bounded memory).
+
+    Each file is opened once and its SCI/VAR/DQ planes are read band by band through
+    :attr:`astropy.io.fits.ImageHDU.section` (plain reads, not a memory map, so that pages
+    already stacked do not stay resident); bands are sized so that
+    ``N x rows x nx x 10 bytes x 3`` stays under ``memory_mb``. Offsets and scales are
+    measured first from a subsample of rows. The result is identical to
+    :func:`stack_frames` on the same data.
+
+    Parameters
+    ----------
+    paths : sequence of path-like
+        Processed multi-extension files (``SCI``/``VAR``/``DQ`` by ``EXTVER``) with the same
+        extension shapes.
+    scale, zero, statsec, **stack_kwargs
+        As :func:`stack_frames`.
+    memory_mb : float
+        Approximate memory for the stack bands and work arrays.
+
+    Returns
+    -------
+    Frame
+        As :func:`stack_frames`; root from the first file's ``ORIGNAME`` (or name).
+
+    Raises
+    ------
+    gemred.io.GemredInputError
+        If a file is missing, corrupt or not from a supported instrument.
+    ValueError
+        If there are no files, their extensions differ in shape, or an option is invalid.
+    """
+    paths = [Path(p) for p in paths]
+    hduls = []
+    try:
+        for path in paths:
+            hduls.append(open_raw(path, memmap=False))
+        groups = [_image_hdus(h) for h in hduls]
+        _check_stack(len(paths), [[g["SCI"].shape for g in grp] for grp in groups], [str(p) for p in paths])
+        shapes = [g["SCI"].shape for g in groups[0]]
+
+        def plane(name: str, ext: int, rows: slice | np.ndarray, dtype: type) -> np.ndarray | None:
+            hdus = [grp[ext].get(name) for grp in groups]
+            if any(h is None for h in hdus):
+                return None
+            if isinstance(rows, slice):
+                return np.stack([h.section[rows] for h in hdus]).astype(dtype, copy=False)
+            return np.stack([np.stack([h.section[r] for r in rows]) for h in hdus]).astype(dtype, copy=False)
+
+        def read(ext: int, rows: slice | np.ndarray) -> _Planes:
+            return (
+                plane("SCI", ext, rows, np.float32),
+                plane("VAR", ext, rows, np.float32),
+                plane("DQ", ext, rows, np.uint16),
+            )
+
+        results = _stack_extensions(
+            shapes,
+            len(paths),
+            read,
+            scale=scale,
+            zero=zero,
+            statsec=statsec,
+            memory_mb=memory_mb,
+            stack_kwargs=stack_kwargs,
+        )
+        phu = hduls[0][0].header
+        headers = [g["SCI"].header for g in groups[0]]
+        return _output_frame(phu, headers, _root_name(paths[0], phu), results, len(paths))
+    finally:
+        for hdul in hduls:
+            hdul.close()
