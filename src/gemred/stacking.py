@@ -382,10 +382,25 @@ def _sorted_median(
 ) -> np.ndarray:
     """Median of ``ordered[start:start + count]`` along axis 0 (NaN where ``count`` is 0)."""
     first = start + np.maximum(count - 1, 0) // 2
-    second = first if low else start + count // 2
-    a = np.take_along_axis(ordered, first[np.newaxis], axis=0)[0]
-    b = np.take_along_axis(ordered, second[np.newaxis], axis=0)[0]
-    return np.where(count > 0, (a + b) * np.float32(0.5), np.float32(np.nan))
+    a = _take(ordered, first)
+    if not low:
+        a += _take(ordered, start + count // 2)
+        a *= np.float32(0.5)
+    a[count == 0] = np.nan
+    return a
+
+
+def _take(ordered: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """``ordered[index[j], j]`` for every column ``j``, as a new array.
+
+    Most columns share one index (all inputs good), so that row is copied whole and only the
+    other columns are picked one by one.
+    """
+    common = np.bincount(index, minlength=1).argmax()
+    out = ordered[common].copy()
+    other = np.flatnonzero(index != common)
+    out[other] = ordered[index[other], other]
+    return out
 
 
 def _minmax(
@@ -414,20 +429,27 @@ def _iterclip(x: np.ndarray, var: np.ndarray | None, opts: _Options) -> tuple[np
     ordered = _sort_stack(x)
     count = np.count_nonzero(~np.isnan(x), axis=0)
     cols = None  # columns of the pixels still being clipped (None: all)
-    sub_x, sub_s, sub_v, sub_n = x, ordered, var, count
+    sub_x, sub_s, sub_n = x, ordered, count
+    sub_sd = None if var is None else np.sqrt(var)
+    symmetric = opts.lsigma == opts.hsigma
     for iteration in range(opts.max_iters):
         if opts.mclip or iteration == 0:
             center = _sorted_median(sub_s, np.zeros_like(sub_n), sub_n)
         else:
             center = bn.nanmean(sub_x, axis=0)
-        if sub_v is None:
+        if sub_sd is None:
             std = bn.nanstd(sub_x, axis=0)
-            reject = (sub_x < center - opts.lsigma * std) | (sub_x > center + opts.hsigma * std)
+            reject = sub_x < center - opts.lsigma * std
+            reject |= sub_x > center + opts.hsigma * std
         else:
             dev = sub_x - center
-            sd = np.sqrt(sub_v)
-            reject = (dev < -opts.lsigma * sd) | (dev > opts.hsigma * sd)
-        nrej = np.count_nonzero(reject, axis=0)
+            if symmetric:
+                np.abs(dev, out=dev)
+                reject = dev > opts.hsigma * sub_sd
+            else:
+                reject = dev < -opts.lsigma * sub_sd
+                reject |= dev > opts.hsigma * sub_sd
+        nrej = np.add.reduce(reject, axis=0, dtype=np.intp)
         changed = np.flatnonzero((nrej > 0) & (nrej < sub_n))
         if changed.size == 0:
             break
@@ -435,7 +457,7 @@ def _iterclip(x: np.ndarray, var: np.ndarray | None, opts: _Options) -> tuple[np
         sub_x[reject[:, changed]] = np.nan
         sub_s = _sort_stack(sub_x)
         sub_n = sub_n[changed] - nrej[changed]
-        sub_v = None if sub_v is None else sub_v[:, changed]
+        sub_sd = None if sub_sd is None else sub_sd[:, changed]
         cols = changed if cols is None else cols[changed]
         x[:, cols] = sub_x
         ordered[:, cols] = sub_s
@@ -493,13 +515,17 @@ _Planes = tuple[np.ndarray, np.ndarray | None, np.ndarray | None]
 _BandReader = Callable[[int, "slice | np.ndarray"], _Planes]
 
 
-def _sample_rows(ny: int, statsec: str | None) -> tuple[np.ndarray, slice]:
+def _sample_rows(shape: tuple[int, int], statsec: str | None) -> tuple[np.ndarray, slice]:
     """Rows and columns whose pixels measure offsets and scales."""
+    ny, nx = shape
     if statsec is None:
         y1, y2, cols = 0, ny, slice(None)
     else:
         sec = parse_section(statsec)
-        y1, y2, cols = sec.y1, min(sec.y2, ny), slice(sec.x1, sec.x2)
+        if sec.y2 > ny or sec.x2 > nx:
+            msg = f"statsec {statsec} lies outside the {nx} x {ny} extension"
+            raise ValueError(msg)
+        y1, y2, cols = sec.y1, sec.y2, slice(sec.x1, sec.x2)
     rows = np.unique(np.linspace(y1, y2 - 1, min(_STAT_ROWS, y2 - y1)).astype(np.intp))
     return rows, cols
 
@@ -528,7 +554,7 @@ def _stack_extensions(
     for ext, (ny, nx) in enumerate(shapes):
         scales, offsets = np.ones(n_img), np.zeros(n_img)
         if scale or zero:
-            rows, cols = _sample_rows(ny, statsec)
+            rows, cols = _sample_rows((ny, nx), statsec)
             sci, _, dq = read(ext, rows)
             samples = [(sci[i][:, cols], None if dq is None else dq[i][:, cols]) for i in range(n_img)]
             scales, offsets = level_offsets(samples, scale=scale, zero=zero)
@@ -686,7 +712,8 @@ def stack_files(
     scale, zero, statsec, **stack_kwargs
         As :func:`stack_frames`.
     memory_mb : float
-        Approximate memory for the stack bands and work arrays.
+        Approximate memory for the stack bands and work arrays; the output arrays
+        (10 bytes per pixel) come on top.
 
     Returns
     -------
@@ -713,9 +740,15 @@ def stack_files(
             hdus = [grp[ext].get(name) for grp in groups]
             if any(h is None for h in hdus):
                 return None
-            if isinstance(rows, slice):
-                return np.stack([h.section[rows] for h in hdus]).astype(dtype, copy=False)
-            return np.stack([np.stack([h.section[r] for r in rows]) for h in hdus]).astype(dtype, copy=False)
+            ny, nx = shapes[ext]
+            out = np.empty((len(hdus), np.arange(ny)[rows].size, nx), dtype=dtype)
+            for i, hdu in enumerate(hdus):
+                if isinstance(rows, slice):
+                    out[i] = hdu.section[rows]
+                else:
+                    for k, row in enumerate(rows):
+                        out[i, k] = hdu.section[row]
+            return out
 
         def read(ext: int, rows: slice | np.ndarray) -> _Planes:
             return (
