@@ -57,7 +57,7 @@ demo: demo-data
 	@find $(DEMO)/results -type f | sort
 
 test: $(STAMP)
-	$(BIN)/pytest -n 2 -q
+	$(BIN)/pytest -n 2 --dist loadfile -q
 	$(BIN)/ruff check .
 
 lint: $(STAMP) $(DEMO_TABLE)

@@ -13,7 +13,8 @@ configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 
 
 include: "workflow/rules/common.smk"
-include: "workflow/rules/dataset.smk"
+include: "workflow/rules/calibration.smk"
+include: "workflow/rules/science.smk"
 
 
 rule all:

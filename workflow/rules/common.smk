@@ -8,7 +8,9 @@ import re
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from gemred.association import CalibrationRequest, match_bpm, match_calibration
 from gemred.io import GemredInputError
+from gemred.primitives.fringe import needs_fringe_correction
 from gemred.provenance import software_version
 from gemred.table import read_table
 
@@ -36,6 +38,12 @@ def load_datasets(path):
     return table
 
 
+def raw_root(path):
+    """File name root of a raw file: N20170614S0201 for .../N20170614S0201.fits."""
+    name = os.path.basename(path)
+    return name[:-5] if name.endswith(".fits") else os.path.splitext(name)[0]
+
+
 DATASETS = load_datasets(config["datasets"])
 
 GROUPS = sorted(
@@ -43,18 +51,149 @@ GROUPS = sorted(
 )
 
 
+FRAMES = DATASETS.assign(root=DATASETS["filename"].map(raw_root))
+
+
 wildcard_constraints:
     group="|".join(re.escape(group) for group in GROUPS) or "[^/]+",
+    frame="|".join(
+        re.escape(root) for root in FRAMES.loc[FRAMES["role"] == "science", "root"]
+    )
+    or "[^/]+",
 
 
-def group_frames(wildcards):
-    """Raw files of one stacking group, in table order."""
-    rows = DATASETS[
-        (DATASETS["group"] == wildcards.group) & ~DATASETS["role"].isin(UNGROUPED_ROLES)
-    ]
-    return list(rows["filename"])
+# Instruments whose reduction the workflow runs (GSAOI groups are listed but not reduced yet).
+REDUCED_INSTRUMENTS = ("GMOS-N", "GMOS-S")
+
+
+def members(group, roles=None):
+    """Rows of one group (of the given roles), in time order."""
+    rows = FRAMES[FRAMES["group"] == group]
+    if roles is not None:
+        rows = rows[rows["role"].isin(roles)]
+    if rows.empty:
+        raise WorkflowError(
+            f"{config['datasets']}: no frame of group {group!r} with role {roles}"
+        )
+    return rows.sort_values("ut_datetime")
+
+
+def first_row(group, roles=None):
+    return members(group, roles).iloc[0].to_dict()
+
+
+def calibration_group(group, kind, roles):
+    """Name of the calibration group of ``kind`` that serves ``group`` (stops the run if none)."""
+    try:
+        return match_calibration(
+            FRAMES, CalibrationRequest(kind, group, first_row(group, roles))
+        )
+    except GemredInputError as exc:
+        raise WorkflowError(str(exc)) from None
+
+
+def bpm_file(group, roles=None):
+    """The static BPM for a group: the config's, else the table's best match, else none."""
+    if config["calibrations"]["bpm"]:
+        return [config["calibrations"]["bpm"]]
+    try:
+        found = match_bpm(FRAMES, group, first_row(group, roles))
+    except GemredInputError as exc:
+        raise WorkflowError(str(exc)) from None
+    return [found] if found else []
+
+
+def processed(kind, group):
+    """Path of a processed calibration made by this workflow."""
+    return f"{OUTDIR}/calibrations/{group}_{kind}.fits"
+
+
+def bias_inputs(wildcards):
+    group = wildcards.group
+    return {
+        "frames": list(members(group, ["bias"])["filename"]),
+        "bpm": bpm_file(group, ["bias"]),
+    }
+
+
+def bias_for(group, roles):
+    explicit = config["calibrations"]["processed_bias"]
+    return explicit or processed("bias", calibration_group(group, "bias", roles))
+
+
+def flat_for(group):
+    explicit = config["calibrations"]["processed_flat"]
+    return explicit or processed(
+        "flat", calibration_group(group, "twilight_flat", ["science"])
+    )
+
+
+def flat_inputs(wildcards):
+    group = wildcards.group
+    return {
+        "frames": list(members(group, ["twilight_flat"])["filename"]),
+        "bias": bias_for(group, ["twilight_flat"]),
+        "bpm": bpm_file(group, ["twilight_flat"]),
+    }
+
+
+def science_row(frame):
+    rows = FRAMES[(FRAMES["root"] == frame) & (FRAMES["role"] == "science")]
+    if rows.empty:
+        raise WorkflowError(f"{config['datasets']}: no science frame {frame!r}")
+    return rows.iloc[0].to_dict()
+
+
+def wants_fringe(group):
+    """Fringe correction for a science group: the config's choice, else DRAGONS' default."""
+    choice = config["fringeCorrect"]["do_fringe"]
+    if choice is not None:
+        return bool(choice)
+    row = first_row(group, ["science"])
+    return needs_fringe_correction(row["detector_name"], row["filter_name"])
+
+
+def fringe_for(group):
+    return config["calibrations"]["processed_fringe"] or processed("fringe", group)
+
+
+def calibrate_inputs(wildcards):
+    row = science_row(wildcards.frame)
+    return {
+        "raw": row["filename"],
+        "bias": bias_for(row["group"], ["science"]),
+        "flat": flat_for(row["group"]),
+        "bpm": bpm_file(row["group"], ["science"]),
+    }
+
+
+def fringe_inputs(wildcards):
+    roots = members(wildcards.group, ["science"])["root"]
+    return {"frames": [f"{OUTDIR}/frames/{root}_flatCorrected.fits" for root in roots]}
+
+
+def mosaic_inputs(wildcards):
+    """A fringed frame goes through its flat-corrected file and the fringe frame; others in one go."""
+    row = science_row(wildcards.frame)
+    if wants_fringe(row["group"]):
+        return {
+            "frame": f"{OUTDIR}/frames/{wildcards.frame}_flatCorrected.fits",
+            "fringe": fringe_for(row["group"]),
+        }
+    return calibrate_inputs(wildcards)
+
+
+def stack_inputs(wildcards):
+    roots = members(wildcards.group, ["science"])["root"]
+    return {"frames": [f"{OUTDIR}/frames/{root}_mosaic.fits" for root in roots]}
 
 
 def all_targets():
-    """What the default target asks for: one group description per stacking group."""
-    return expand(f"{OUTDIR}/groups/{{group}}.tsv", group=GROUPS)
+    """Every science stack (and so every calibration it needs) of the instruments reduced."""
+    science = FRAMES[
+        (FRAMES["role"] == "science") & FRAMES["instrument"].isin(REDUCED_INSTRUMENTS)
+    ]
+    return expand(
+        f"{OUTDIR}/science/{{group}}_image.fits",
+        group=sorted(science["group"].unique()),
+    )

@@ -13,7 +13,8 @@ At ``PA = 0`` North is up (+y) and East is left (-x).
 with its neighbour and the central 192 binned rows (and the whole overscan), with every
 section keyword and the WCS describing exactly the pixels kept. Static patterns (flat
 response, bias structure, bad pixels) are always computed on the full detector and
-cropped, so a small file is a true crop of the full one.
+cropped, so a small file is a true crop of the full one (but for the flat response's
+normalisation, see :func:`flat_response`).
 
 Signal model, per binned pixel: electrons = (sky [+ twilight gradient] + fringes + stars)
 x flat response + hot-pixel dark current, Poisson noise, cosmic rays; then per amplifier
@@ -316,8 +317,9 @@ def flat_response(geom: GmosGeometry, filter_name: str, factors: list[np.ndarray
     """True relative response per CCD image: QE per CCD, vignetting, pixel-to-pixel, defects.
 
     ``factors`` are the defect response factors of :func:`static_defects`. The result is
-    normalised so that the median of CCD2 over the full chip is 1, as DRAGONS normalises
-    GMOS flats, so the truth star fluxes hold in a flat-fielded frame.
+    normalised so that the median of the CCD2 pixels that the files keep is 1, as DRAGONS
+    normalises GMOS flats by CCD2, so the truth star fluxes hold in a flat-fielded frame
+    (small files therefore differ from a crop of full ones by this one constant).
     """
     full = _full_geometry(geom)
     ny, nx = full.ccd_shape
@@ -330,7 +332,9 @@ def flat_response(geom: GmosGeometry, filter_name: str, factors: list[np.ndarray
         vignetting = 1.0 - 0.05 * (fx**2 + fy**2) / 3200.0**2
         ripple = 1.0 + 0.01 * np.sin(fx / 900.0 + 0.5 * ccd)
         responses.append(qe[ccd] * vignetting * ripple * (1.0 + 0.012 * rng.standard_normal((ny, nx))))
-    norm = float(np.median(responses[1]))
+    ccd2 = _crop_rows(geom, responses[1])
+    kept = np.concatenate([ccd2[:, geom.image_columns(amp)] for amp in geom.amps if amp.ccd == 1], axis=1)
+    norm = float(np.median(kept))
     return [_crop_rows(geom, r / norm) * f for r, f in zip(responses, factors, strict=True)]
 
 

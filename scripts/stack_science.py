@@ -1,0 +1,20 @@
+"""Rule stack_science: the mosaics of one science group aligned and stacked into ``_image``."""
+
+from gemred.io import read_frame, write_frame
+from gemred.logutils import options, run_job
+from gemred.recipes.gmos_science import stack_science
+
+
+def main(smk) -> None:
+    stacked = stack_science(
+        [read_frame(path) for path in smk.input.frames],
+        align=options(smk.params.align),
+        resample=options(smk.params.resample),
+        cosmic_rays=options(smk.params.cosmic_rays),
+        stack=options(smk.params.stack),
+        detect=options(smk.params.detect),
+    )
+    write_frame(stacked, smk.output[0])
+
+
+run_job(snakemake, main)  # noqa: F821  (Snakemake injects `snakemake`)

@@ -1,0 +1,171 @@
+"""Resampling: the affine core (fast and general paths), flux conservation, DQ, common frame."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import sep
+from astropy.io import fits
+from astropy.wcs import WCS
+from test_mosaic import SCIENCE, SKY, isolated_matches, noise_free_frame, truth_pixels
+
+from gemred import dq as dqbits
+from gemred.alignment import adjust_wcs_to_reference
+from gemred.detection import add_objcat, detect_sources
+from gemred.frame import Extension, Frame
+from gemred.mosaic import mosaic_gmos
+from gemred.resample import fill_no_data, resample_arrays, resample_to_reference
+from gemred.simulation.sky import PSF, Gaussian, add_stars
+
+
+def _smooth(shape=(120, 150)) -> np.ndarray:
+    yy, xx = np.indices(shape, dtype=np.float64)
+    return (100.0 + 5.0 * np.sin(xx / 9.0) + 3.0 * np.cos(yy / 7.0)).astype(np.float32)
+
+
+@pytest.mark.parametrize("interpolant", ["poly3", "linear"])
+def test_integer_shift_is_exact(interpolant):
+    sci = _smooth()
+    out = resample_arrays(sci, sci, None, np.eye(2), [3.0, -5.0], (120, 150), interpolant=interpolant)
+    full = np.zeros((120, 150), np.float32)
+    dq = np.full((120, 150), dqbits.NO_DATA, np.uint16)
+    out.paste(full, None, dq)
+    np.testing.assert_allclose(full[:117, 5:], sci[3:, :145], atol=1e-4)
+    assert np.all(dq[117:] == dqbits.NO_DATA) and np.all(dq[:, :5] == dqbits.NO_DATA)
+    assert np.all(full[117:] == 0) and np.all(dq[:117, 5:] == 0)
+
+
+def test_fast_path_agrees_with_general_path():
+    sci = _smooth()
+    theta = np.radians(0.01)
+    rot = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
+    fast = resample_arrays(sci, None, None, rot, [0.3, 0.6], (120, 150))
+    # A tiny scale change forces scipy.ndimage; the images must agree.
+    general = resample_arrays(sci, None, None, rot * (1 + 1e-5), [0.3, 0.6], (120, 150))
+    inner = (slice(5, 110), slice(5, 140))
+    np.testing.assert_allclose(fast.sci[inner], general.sci[inner], atol=2e-3)
+    big = resample_arrays(sci, None, None, np.array([[0.9, 0.1], [-0.1, 0.9]]), [5.0, 5.0], (150, 180))
+    assert big.covered.sum() > 0 and np.all(big.dq[~big.covered] == dqbits.NO_DATA)
+
+
+def test_dq_bits_spread_to_the_bilinear_footprint():
+    sci = _smooth()
+    dq = np.zeros(sci.shape, np.uint16)
+    dq[50, 60] = dqbits.COSMIC_RAY
+    half = resample_arrays(sci, None, dq, np.eye(2), [0.5, 0.5], sci.shape)
+    assert sorted(map(tuple, np.argwhere(half.dq & dqbits.COSMIC_RAY))) == [
+        (49, 59),
+        (49, 60),
+        (50, 59),
+        (50, 60),
+    ]
+    whole = resample_arrays(sci, None, dq, np.eye(2), [0.0005, 0.0], sci.shape)
+    assert np.argwhere(whole.dq & dqbits.COSMIC_RAY).tolist() == [[50, 60]]
+
+
+def test_variance_stays_positive_and_gaps_are_filled_first():
+    sci = _smooth()
+    var = np.zeros_like(sci)
+    var[:, 70] = 1e4  # a spike that makes the spline ring negative
+    dq = np.zeros(sci.shape, np.uint16)
+    dq[:, 80:90] = dqbits.NO_DATA
+    out = resample_arrays(sci, var, dq, np.eye(2), [0.0, 0.5], sci.shape)
+    assert out.var.min() >= 0
+    (filled,) = fill_no_data([np.where(dq > 0, 0, sci)], dq)
+    assert np.all(filled[:, 80:84] == filled[:, 79:80]) and np.all(filled[:, 86:90] == filled[:, 90:91])
+    assert np.all(filled[:, 84:86] == 0)  # beyond the 4-pixel band
+
+
+def _frame(sci: np.ndarray, scale_arcsec: float, crpix) -> Frame:
+    cd = scale_arcsec / 3600.0
+    header = fits.Header(
+        {
+            "CTYPE1": "RA---TAN",
+            "CTYPE2": "DEC--TAN",
+            "CRVAL1": 40.0,
+            "CRVAL2": 5.0,
+            "CRPIX1": crpix[0],
+            "CRPIX2": crpix[1],
+            "CD1_1": -cd,
+            "CD1_2": 0.0,
+            "CD2_1": 0.0,
+            "CD2_2": cd,
+        }
+    )
+    return Frame(fits.Header(), [Extension(sci, header, sci + 1.0, np.zeros(sci.shape, np.uint16))], "r")
+
+
+def test_flux_is_conserved_across_pixel_scales():
+    big = np.zeros((100, 100))
+    add_stars(big, [50.2], [49.7], [1e5], PSF(((1.0, Gaussian(3.0)),)))
+    ref = _frame(np.zeros((200, 200), np.float32), 0.1, (100.5, 100.5))
+    coarse = _frame(big.astype(np.float32), 0.2, (50.5, 50.5))
+    out = resample_to_reference([ref, coarse], trim_data=True)
+    ext = out[1][0]
+    assert ext.shape == (200, 200)
+    assert ext.header["JFACTOR"] == pytest.approx(0.25, rel=1e-6)
+    assert ext.sci.sum() == pytest.approx(1e5, rel=0.005)
+    assert "ALIGN" in out[1].phu
+
+
+@pytest.fixture(scope="module")
+def resampled(gmos_starfield_small):
+    names = [SCIENCE[0], SCIENCE[2]]
+    mosaics = [add_objcat(mosaic_gmos(noise_free_frame(gmos_starfield_small, n))) for n in names]
+    aligned = adjust_wcs_to_reference(mosaics)
+    return aligned, resample_to_reference(aligned)
+
+
+def test_common_frame_keeps_positions_and_fluxes(resampled, gmos_starfield_small):
+    aligned, out = resampled
+    assert out[0][0].shape == out[1][0].shape
+    # The reference is copied into the larger grid; its WCS moves with it.
+    ref_in, ref_out = aligned[0][0], out[0][0]
+    dx = int(round(ref_out.header["CRPIX1"] - ref_in.header["CRPIX1"]))
+    dy = int(round(ref_out.header["CRPIX2"] - ref_in.header["CRPIX2"]))
+    np.testing.assert_array_equal(
+        ref_out.sci[dy : dy + ref_in.shape[0], dx : dx + ref_in.shape[1]], ref_in.sci
+    )
+    # Stars of the dithered frame land where the truth says on the common grid.
+    ext = out[1][0]
+    cat = detect_sources(ext)
+    truth_xy, truth_flux = truth_pixels(ext.header, gmos_starfield_small)
+    rows, idx = isolated_matches(cat, truth_xy, truth_flux, min_flux=2e4)
+    assert rows.size >= 5
+    offsets = np.hypot(cat["X_IMAGE"][rows] - truth_xy[idx, 0], cat["Y_IMAGE"][rows] - truth_xy[idx, 1])
+    assert np.sqrt(np.mean(offsets**2)) < 0.05
+    # Aperture fluxes (sky removed) before and after resampling agree.
+    ra, dec = WCS(ext.header).all_pix2world(cat["X_IMAGE"][rows], cat["Y_IMAGE"][rows], 1)
+    bx, by = WCS(aligned[1][0].header).all_world2pix(ra, dec, 0)
+    radius = 10.0
+    before, _, _ = sep.sum_circle(aligned[1][0].sci - np.float32(SKY), bx, by, radius)
+    after, _, _ = sep.sum_circle(
+        ext.sci - np.float32(SKY), cat["X_IMAGE"][rows] - 1, cat["Y_IMAGE"][rows] - 1, radius
+    )
+    assert np.all(np.abs(after / before - 1.0) < 0.005)
+
+
+def test_no_data_outside_each_footprint(resampled):
+    aligned, out = resampled
+    ext = out[1][0]
+    inp = aligned[1][0]
+    ny, nx = ext.shape
+    yy, xx = np.mgrid[0:ny, 0:nx]
+    ra, dec = WCS(ext.header).all_pix2world(xx.ravel(), yy.ravel(), 0)
+    ix, iy = WCS(inp.header).all_world2pix(ra, dec, 0)
+    outside = ((ix < -0.5) | (ix > inp.shape[1] - 0.5) | (iy < -0.5) | (iy > inp.shape[0] - 0.5)).reshape(
+        ny, nx
+    )
+    assert outside.any()
+    assert np.all(ext.dq[outside] & dqbits.NO_DATA) and np.all(ext.sci[outside] == 0)
+    assert np.all(ext.var >= 0) and ext.sci.dtype == np.float32 and ext.dq.dtype == np.uint16
+
+
+def test_resample_rejects_bad_input():
+    frame = _frame(np.zeros((10, 10), np.float32), 0.1, (5, 5))
+    with pytest.raises(ValueError, match="reference_index"):
+        resample_to_reference([frame], reference_index=3)
+    with pytest.raises(ValueError, match="interpolant"):
+        resample_to_reference([frame], interpolant="lanczos")
+    with pytest.raises(ValueError, match="single extension"):
+        resample_to_reference([Frame(frame.phu, frame.extensions * 2, "two")])
