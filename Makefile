@@ -1,4 +1,4 @@
-# make demo : simulate a small GMOS dataset, plan it, reduce it (products under demo/results)
+# make demo : simulate a small GMOS dataset, plan it, reduce it (stack and PNG under demo/results/science)
 # make test : unit and workflow tests, then ruff
 # make lint : ruff, snakefmt --check and snakemake --lint
 # The first run creates .venv and installs gemred into it; later runs reuse it.
@@ -53,8 +53,10 @@ demo: demo-data
 	$(BIN)/snakemake -n --cores $(CORES) $(DEMO_CONFIG)
 	@echo "== running =="
 	$(BIN)/snakemake --cores $(CORES) $(DEMO_CONFIG)
-	@echo "== products (raw files in $(DEMO)/raw are untouched) =="
-	@find $(DEMO)/results -type f | sort
+	@echo "== products (raw files in $(DEMO)/raw are untouched; logs in $(DEMO)/results/logs) =="
+	@find $(DEMO)/results -name '*.fits' -o -name '*.png' | sort
+	@for f in $(DEMO)/results/science/*_image.fits; do \
+	  echo "stack: $$f   preview: $${f%.fits}.png"; done
 
 test: $(STAMP)
 	$(BIN)/pytest -n 2 --dist loadfile -q

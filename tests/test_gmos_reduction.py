@@ -22,6 +22,7 @@ from astropy.wcs import WCS
 from gemred import dq
 from gemred.io import read_frame
 from gemred.primitives.fringe import fringe_correct
+from gemred.provenance import source_hash
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -68,7 +69,9 @@ def _reduce(raw: Path, root: Path) -> Path:
 def starfield(gmos_starfield_small, tmp_path_factory) -> tuple[Path, Path]:
     raw = gmos_starfield_small
     before = {p: p.stat().st_mtime_ns for p in raw.rglob("*")}
+    code = source_hash()
     products = _reduce(raw, tmp_path_factory.mktemp("reduce-starfield"))
+    (products / "source_hash.txt").write_text(code)
     assert {p: p.stat().st_mtime_ns for p in raw.rglob("*")} == before, "raw files must not change"
     return raw, products
 
@@ -115,6 +118,7 @@ def test_products_are_named_and_placed_as_dragons_does(starfield) -> None:
     assert (products / "calibrations" / "N20170613S0180_bias.fits").is_file()
     assert (products / "calibrations" / "N20170702S0178_flat.fits").is_file()
     assert len(list((products / "frames").glob("N20170614S02*_mosaic.fits"))) == 5
+    assert (products / "science" / "N20170614S0201_image.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with fits.open(products / "science" / "N20170614S0201_image.fits") as hdul:
         names = [h.name for h in hdul]
         assert names[:4] == ["PRIMARY", "SCI", "VAR", "DQ"] and "OBJCAT" in names
@@ -145,7 +149,10 @@ def test_second_run_has_nothing_to_do(starfield, tmp_path) -> None:
         ],
         tmp_path,
     )
-    assert "Nothing to be done" in proc.stdout + proc.stderr
+    if source_hash() == (products / "source_hash.txt").read_text():
+        assert "Nothing to be done" in proc.stdout + proc.stderr
+    else:  # the library was edited while the tests ran: its hash param must be the reason
+        assert "Params have changed" in proc.stdout
 
 
 def _fraction_in_aperture(dx: float, dy: float, radius: float, alpha: float, step: float = 0.25) -> float:

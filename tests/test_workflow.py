@@ -79,12 +79,14 @@ def test_dry_run_from_repo_root_plans_the_gmos_reduction(dataset, tmp_path):
         "master_flat": 1,
         "mosaic_frame": 5,
         "stack_science": 1,
+        "preview": 1,
     }
     for product in (
         "calibrations/N20170613S0180_bias.fits",
         "calibrations/N20170702S0178_flat.fits",
         "frames/N20170614S0203_mosaic.fits",
         "science/N20170614S0201_image.fits",
+        "science/N20170614S0201_image.png",
         "logs/master_bias/N20170613S0180.log",
     ):
         assert f"{out}/{product}" in proc.stdout

@@ -189,11 +189,12 @@ def stack_inputs(wildcards):
 
 
 def all_targets():
-    """Every science stack (and so every calibration it needs) of the instruments reduced."""
+    """Every science stack and its preview (so every calibration they need) of the instruments reduced."""
     science = FRAMES[
         (FRAMES["role"] == "science") & FRAMES["instrument"].isin(REDUCED_INSTRUMENTS)
     ]
     return expand(
-        f"{OUTDIR}/science/{{group}}_image.fits",
+        f"{OUTDIR}/science/{{group}}_image.{{ext}}",
         group=sorted(science["group"].unique()),
+        ext=("fits", "png"),
     )

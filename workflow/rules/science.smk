@@ -54,3 +54,22 @@ rule stack_science:
         gemred_version=GEMRED_VERSION,
     script:
         "../../scripts/stack_science.py"
+
+
+rule preview:
+    input:
+        f"{OUTDIR}/science/{{group}}_image.fits",
+    output:
+        report(
+            f"{OUTDIR}/science/{{group}}_image.png",
+            caption="../report/preview.rst",
+            category="Stacks",
+        ),
+    log:
+        f"{OUTDIR}/logs/preview/{{group}}.log",
+    conda:
+        "../../environment.yml"
+    params:
+        gemred_version=GEMRED_VERSION,
+    script:
+        "../../scripts/preview.py"
