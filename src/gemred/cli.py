@@ -10,9 +10,7 @@ with one line ``gemred: error: <message>`` on stderr and exit status 2, without 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -20,7 +18,7 @@ from pathlib import Path
 from gemred import __version__
 from gemred.dataselect import descriptor_table, expr_parser, select_data
 from gemred.descriptors import DESCRIPTOR_NAMES
-from gemred.io import GemredInputError
+from gemred.io import GemredInputError, atomic_output
 from gemred.table import ROLES, build_table, write_table
 
 __all__ = ["main"]
@@ -284,12 +282,5 @@ def _expand_inputs(items: Iterable[str]) -> list[str]:
 
 def _write_lines(path: Path, lines: Sequence[str]) -> None:
     """Write ``lines`` to ``path`` atomically (temporary file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write("".join(f"{line}\n" for line in lines))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_output(path) as tmp:
+        tmp.write_text("".join(f"{line}\n" for line in lines))

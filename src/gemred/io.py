@@ -8,10 +8,11 @@ instrument, and says which file is wrong and why when it is not.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,7 @@ __all__ = [
     "read_headers",
     "HeaderCards",
     "write_fits_atomic",
+    "atomic_output",
     "processed_hdus",
 ]
 
@@ -248,21 +250,36 @@ def write_fits_atomic(
     pathlib.Path
         The destination path.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if not isinstance(hdul, fits.HDUList):
         hdul = fits.HDUList(list(hdul))
+    with atomic_output(path) as tmp:
+        hdul.writeto(tmp, overwrite=True, output_verify="silentfix")
+    return Path(path)
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
+    """Give a temporary path beside ``path``; on success it replaces ``path``, on error it is removed.
+
+    Readers (and Snakemake after a crash) thus see the whole file or none. The folder is created
+    if needed, and the file gets ordinary permissions (the temporary file is made private).
+
+    Examples
+    --------
+    >>> with atomic_output("table.tsv") as tmp:  # doctest: +SKIP
+    ...     frame.to_csv(tmp, sep="\t")
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        hdul.writeto(tmp, overwrite=True, output_verify="silentfix")
-        # mkstemp creates the file private (0600); give it the permissions of a normal file.
+        yield Path(tmp)
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
 
 
 def _umask() -> int:

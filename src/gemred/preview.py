@@ -11,6 +11,7 @@ from astropy.visualization import ZScaleInterval
 
 from gemred import dq
 from gemred.frame import Frame
+from gemred.io import atomic_output
 
 __all__ = ["write_preview"]
 
@@ -60,10 +61,7 @@ def write_preview(
     ax.set_title(title or f"{frame.root} ({ext.header.get('BUNIT', '')}, zscale)")
     ax.set_xticks([])
     ax.set_yticks([])
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100, bbox_inches="tight")
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, dpi=100, bbox_inches="tight", format="png")
     plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return Path(path)

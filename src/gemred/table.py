@@ -28,14 +28,13 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pandas as pd
 
 from gemred.descriptors import descriptors
-from gemred.io import GemredInputError
+from gemred.io import GemredInputError, atomic_output
 
 __all__ = ["ROLES", "TABLE_COLUMNS", "build_table", "write_table", "read_table"]
 
@@ -155,14 +154,8 @@ def write_table(table: pd.DataFrame, path: str | os.PathLike) -> Path:
     folder = path.parent.resolve()
     out = table[[*TABLE_COLUMNS, *(c for c in table.columns if c not in TABLE_COLUMNS)]].copy()
     out["filename"] = [_relative(name, folder) for name in out["filename"]]
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_output(path) as tmp:
         out.to_csv(tmp, sep="\t", index=False, lineterminator="\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

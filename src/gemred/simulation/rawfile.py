@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from astropy.io import fits
 
-from gemred.io import write_fits_atomic
+from gemred.io import atomic_output, write_fits_atomic
 
 __all__ = ["raw_extension", "write_raw", "write_bpm", "write_truth_table", "write_truth_image", "obs_times"]
 
@@ -54,10 +54,8 @@ def write_bpm(
 def write_truth_table(table: pd.DataFrame, out: Path, name: str) -> Path:
     """Write a truth table as ``out/truth/<name>.csv``, floats to 15 significant digits."""
     path = Path(out) / "truth" / f"{name}.csv"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".csv.tmp")
-    table.to_csv(tmp, index=False, float_format="%.15g")
-    tmp.replace(path)
+    with atomic_output(path) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.15g")
     return path
 
 
