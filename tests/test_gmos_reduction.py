@@ -253,8 +253,8 @@ def test_stack_photometry_matches_truth(starfield, stack) -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="known gap (issue 3): bright stars deviate by 0.3-0.5% (4 sigma) from truth; "
-    "the source of this systematic error is not found yet",
+    reason="known gap (issue 3): the brightest isolated stars come out 0.2-0.5% high (up to 8 sigma "
+    "of their VAR-predicted error); fainter stars agree with truth. Cause not found yet",
 )
 def test_stack_photometric_scatter_matches_variance(starfield, stack) -> None:
     raw, products = starfield
@@ -281,18 +281,37 @@ def test_stack_astrometry_matches_truth(starfield, stack) -> None:
     assert rms < 0.1, f"astrometric rms {rms:.3f} px"
 
 
+def _coverage(products: Path, ext) -> np.ndarray:
+    """Number of input mosaics with data at each pixel of the stack."""
+    yy, xx = np.mgrid[: ext.shape[0], : ext.shape[1]]
+    world = WCS(ext.header).pixel_to_world_values(xx.ravel(), yy.ravel())
+    count = np.zeros(ext.shape, dtype=int)
+    for path in sorted((products / "frames").glob("*_mosaic.fits")):
+        mosaic = read_frame(path)[0]
+        x, y = WCS(mosaic.header).world_to_pixel_values(*world)
+        x, y = np.rint(x).astype(int), np.rint(y).astype(int)
+        inside = (x >= 0) & (x < mosaic.shape[1]) & (y >= 0) & (y < mosaic.shape[0])
+        has_data = np.zeros(x.size, dtype=bool)
+        has_data[inside] = (mosaic.dq[y[inside], x[inside]] & dq.NO_DATA) == 0
+        count += has_data.reshape(ext.shape)
+    return count
+
+
 def test_stack_noise_matches_variance_and_has_no_cosmic_rays(starfield, stack) -> None:
-    raw, _ = starfield
+    raw, products = starfield
     ext = stack[0]
     stars = _truth_pixels(raw, ext.header)
     sky = (ext.dq == 0) & ~_star_mask(ext.shape, stars, float(stack.phu["EXPTIME"]), level=0.3)
     assert sky.sum() > 5000
     normalised = (ext.sci - _background(ext))[sky] / np.sqrt(ext.var[sky])
     assert 0.9 < np.std(normalised) < 1.1
-    # Every input frame had cosmic rays; none may survive above 5 sigma on source-free sky.
+    # Every input frame had cosmic rays; none may survive above 5 sigma on source-free sky
+    # where at least two frames overlap (a lone frame's cosmic ray cannot be told from a source).
     frames = pd.read_csv(raw / "truth" / "frames.csv")
     assert (frames[frames.object == "starfield"].cosmic_rays > 0).all()
-    assert int(np.sum(normalised > 5.0)) <= 2
+    overlap = _coverage(products, ext)[sky] >= 2
+    assert overlap.sum() > 5000
+    assert int(np.sum(normalised[overlap] > 5.0)) <= 2
 
 
 def test_bad_columns_are_flagged_and_leave_no_artefact(starfield, stack) -> None:

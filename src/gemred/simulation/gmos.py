@@ -63,6 +63,8 @@ FILTER_IDS = {
 #: Cosmic-ray events per unbinned pixel per second of exposure plus readout (about 1.5 / cm^2 / min).
 COSMIC_RAY_RATE = 1.5 / 60.0 * (15e-4) ** 2
 READOUT_SECONDS = 40.0
+#: Star density of the sparse fields that twilight flats look at.
+TWILIGHT_STARS_PER_ARCMIN2 = 3.0
 #: Rows and columns (binned) kept per amplifier in small files.
 SMALL_COLUMNS = 64
 SMALL_ROWS = 192
@@ -243,6 +245,7 @@ class FrameSpec:
     fringe_rate: float = 0.0
     tracking: str = "SIDEREAL"
     with_stars: bool = True
+    field: str = "science"
 
     def pointing(self, position_angle: float, *, true: bool) -> tuple[float, float]:
         """RA, Dec on which the focal-plane origin lies; ``true=False`` gives the header's value."""
@@ -261,6 +264,7 @@ class GmosScene:
     stars: pd.DataFrame
     psf: PSF
     position_angle: float = 0.0
+    twilight_stars: pd.DataFrame | None = None
     response: dict[str, list[np.ndarray]] = field(default_factory=dict)
     bias_structure: list[np.ndarray] = field(default_factory=list)
     fringe_pattern: list[np.ndarray] = field(default_factory=list)
@@ -381,11 +385,12 @@ def star_pixels(scene: GmosScene, frame: FrameSpec, ccd: int) -> pd.DataFrame:
     """Where each truth star falls on CCD ``ccd`` (binned CCD-image pixels, 0-based) in ``frame``."""
     geom = scene.geom
     ra0, dec0 = frame.pointing(scene.position_angle, true=True)
-    xi, eta = tangent_plane(scene.stars["ra_deg"].to_numpy(), scene.stars["dec_deg"].to_numpy(), ra0, dec0)
+    stars = scene.stars if frame.field == "science" else scene.twilight_stars
+    xi, eta = tangent_plane(stars["ra_deg"].to_numpy(), stars["dec_deg"].to_numpy(), ra0, dec0)
     f = np.linalg.solve(sky_matrix(scene.position_angle), np.stack([xi, eta])) / geom.dset.pixel_scale
     u, v = geom.focal_to_chip(ccd, f[0], f[1])
     x, y = geom.chip_to_image(u, v)
-    return pd.DataFrame({"x": x, "y": y, "flux_e_per_s": scene.stars["flux_e_per_s"].to_numpy()})
+    return pd.DataFrame({"x": x, "y": y, "flux_e_per_s": stars["flux_e_per_s"].to_numpy()})
 
 
 def render_ccd_electrons(
@@ -654,11 +659,14 @@ def make_scene(
     density_per_arcmin2: float,
     margin_arcsec: tuple[float, float],
     slope: float = 0.3,
+    twilight_base: tuple[float, float] | None = None,
 ) -> GmosScene:
     """Build the fixed parts of a preset: geometry, truth stars, PSF and detector patterns.
 
     The truth stars cover the kept detector area plus ``margin_arcsec`` (East-West,
-    North-South), enough for every dither and twilight offset of the preset.
+    North-South), enough for every dither and twilight offset of the preset. Twilight flats
+    look at a sparse field of their own around ``twilight_base``, as observers choose for them:
+    a crowded field would leave star light in the flat that min/max rejection cannot remove.
     """
     geom = GmosGeometry(dset, 2, 2, size)
     scale = dset.pixel_scale
@@ -676,6 +684,11 @@ def make_scene(
     psf = PSF(((1.0, Moffat(seeing_arcsec / geom.pixel_scale, 4.765)),))
     bad, factors, hot = static_defects(geom)
     scene = GmosScene(geom, stars, psf, 0.0)
+    if twilight_base is not None:
+        n_twilight = int(TWILIGHT_STARS_PER_ARCMIN2 * (2 * half_x) * (2 * half_y) / 3600.0)
+        scene.twilight_stars = star_catalogue(
+            rng, twilight_base[0], twilight_base[1], (half_x, half_y), n_twilight, (13.0, 21.0), zp
+        )
     scene.bad_pixels, scene.hot_rate = bad, hot
     scene.response = {f: flat_response(geom, f, factors) for f in filters}
     scene.bias_structure = bias_structure(geom)
@@ -730,6 +743,8 @@ def write_preset(plan: PresetPlan, out: Path, rng: np.random.Generator) -> list[
 
     truth_headers = _truth_headers(geom)
     rawfile.write_truth_table(scene.stars, out, "stars")
+    if scene.twilight_stars is not None:
+        rawfile.write_truth_table(scene.twilight_stars, out, "twilight_stars")
     rawfile.write_truth_table(pd.DataFrame(rows), out, "frames")
     for f, resp in scene.response.items():
         rawfile.write_truth_image(

@@ -24,6 +24,10 @@ __all__ = ["PRESETS", "simulate"]
 
 log = logging.getLogger(__name__)
 
+#: Sparse high-latitude fields where the twilight flats are taken (RA, Dec in degrees).
+TWILIGHT_FIELD_N = (236.25, 52.5)
+TWILIGHT_FIELD_S = (15.0, -45.0)
+
 
 def _frames(
     names: list[str],
@@ -72,7 +76,8 @@ def _twilights(
     base: tuple[float, float],
     rng: np.random.Generator,
 ) -> list[gmos_sim.FrameSpec]:
-    """Twilight flats: falling level, a weak gradient of random direction, stars moved each time."""
+    """Twilight flats of the sparse field at ``base``: falling level, a weak gradient of random
+    direction, stars moved each time."""
     frames = _frames(
         names,
         start,
@@ -87,6 +92,7 @@ def _twilights(
         datalab=obsid,
         base_ra=base[0],
         base_dec=base[1],
+        field="twilight",
     )
     for i, (frame, level) in enumerate(zip(frames, levels, strict=True)):
         frame.sky_rate = level / frame.exptime
@@ -155,6 +161,7 @@ def gmos_starfield_plan(size: str, rng: np.random.Generator) -> gmos_sim.PresetP
         slope=0.25 if small else 0.3,
         density_per_arcmin2=250.0 if small else 40.0,
         margin_arcsec=(60.0, 12.0),
+        twilight_base=TWILIGHT_FIELD_N,
     )
     dither = 2.5 if small else 10.0
     dithers = [(0.0, 0.0), (dither, dither), (-dither, dither), (-dither, -dither), (dither, -dither)]
@@ -180,7 +187,7 @@ def gmos_starfield_plan(size: str, rng: np.random.Generator) -> gmos_sim.PresetP
             "i",
             "GN-CAL20170702",
             "GN-CAL20170702-5",
-            base,
+            TWILIGHT_FIELD_N,
             rng,
         )
         + _science(
@@ -218,6 +225,7 @@ def gmos_fringe_plan(size: str, rng: np.random.Generator) -> gmos_sim.PresetPlan
         mag_range=(15.0, 24.0),
         density_per_arcmin2=120.0 if small else 15.0,
         margin_arcsec=(60.0, 12.0),
+        twilight_base=TWILIGHT_FIELD_S,
     )
     step = 6.0
     dithers = [(0.0, 0.0), (step, step), (-step, step), (-step, -step), (step, -step), (0.0, step)]
@@ -237,7 +245,7 @@ def gmos_fringe_plan(size: str, rng: np.random.Generator) -> gmos_sim.PresetPlan
             "z",
             "GS-CAL20190510",
             "GS-CAL20190510-4",
-            base,
+            TWILIGHT_FIELD_S,
             rng,
         )
         + _science(
