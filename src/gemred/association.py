@@ -10,13 +10,21 @@ calibration manager uses). Rules from ``shared/reference/reduction-steps.md`` se
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import pandas as pd
 
 from gemred.io import GemredInputError
 
-__all__ = ["MATCH_KEYS", "WINDOW_DAYS", "CalibrationRequest", "match_calibration", "match_bpm"]
+__all__ = [
+    "MATCH_KEYS",
+    "WINDOW_DAYS",
+    "CalibrationRequest",
+    "match_calibration",
+    "match_bpm",
+    "rank_candidates",
+]
 
 #: Descriptor columns that must be equal, per kind of calibration.
 MATCH_KEYS = {
@@ -30,15 +38,17 @@ MATCH_KEYS = {
         "filter_name",
     ),
     "lamp_flat": ("instrument", "filter_name"),
+    "fringe": ("instrument", "detector_name", "binning", "detector_roi_setting", "filter_name"),
     "bpm": ("instrument", "detector_name", "binning"),
 }
 #: Largest time difference allowed, in days (None: no limit).
-WINDOW_DAYS = {"bias": 90.0, "twilight_flat": 180.0, "lamp_flat": 30.0, "bpm": None}
-#: Table roles that provide each kind of calibration.
+WINDOW_DAYS = {"bias": 90.0, "twilight_flat": 180.0, "lamp_flat": 30.0, "fringe": 365.0, "bpm": None}
+#: Table roles that provide each kind of calibration (fringes are made, never raw).
 _ROLES = {
     "bias": ("bias",),
     "twilight_flat": ("twilight_flat",),
     "lamp_flat": ("lamp_on_flat",),
+    "fringe": (),
     "bpm": ("bpm",),
 }
 
@@ -64,7 +74,7 @@ def _time(value: object) -> dt.datetime | None:
 
 
 def _refusal(
-    kind: str, want: dict, row: pd.Series, when: dt.datetime | None, window: float | None
+    kind: str, want: Mapping, row: Mapping, when: dt.datetime | None, window: float | None
 ) -> str | None:
     """Why candidate ``row`` cannot serve, or None if it can."""
     for key in MATCH_KEYS[kind]:
@@ -80,6 +90,56 @@ def _refusal(
         if days > window:
             return f"{days:.1f} days away, more than the {window:g}-day window"
     return None
+
+
+def rank_candidates(
+    kind: str,
+    want: Mapping,
+    candidates: Iterable[tuple[str, Mapping]],
+    *,
+    window_days: float | None = None,
+) -> tuple[list[str], list[str]]:
+    """Sort calibration candidates into those that can serve, best first, and those refused.
+
+    The matching rules shared by the dataset table (:func:`match_calibration`) and the
+    calibration database (:class:`gemred.caldb.CalibrationDB`).
+
+    Parameters
+    ----------
+    kind : str
+        A key of :data:`MATCH_KEYS`.
+    want : mapping
+        Descriptors of the frame that needs the calibration (``ut_datetime`` included).
+    candidates : iterable of (str, mapping)
+        A label (group name or file) and the descriptors of each candidate.
+    window_days : float, optional
+        Override the default time window of that kind of calibration.
+
+    Returns
+    -------
+    accepted : list of str
+        Labels of the candidates that match, closest in time first (for a BPM: the latest
+        one valid on the date of observation first); ties broken by label.
+    refused : list of str
+        ``"label: reason"`` for each candidate that does not match.
+    """
+    window = WINDOW_DAYS[kind] if window_days is None else window_days
+    when = _time(want.get("ut_datetime"))
+    accepted: list[tuple[float, str]] = []
+    refused: list[str] = []
+    for label, cal in candidates:
+        why = _refusal(kind, want, cal, when, window)
+        if why:
+            refused.append(f"{label}: {why}")
+            continue
+        cal_time = _time(cal.get("ut_datetime"))
+        if kind == "bpm":
+            # The latest BPM valid on the date of observation.
+            distance = -(cal_time.timestamp() if cal_time else 0.0)
+        else:
+            distance = abs((cal_time - when).total_seconds()) if cal_time and when else 0.0
+        accepted.append((distance, label))
+    return [label for _, label in sorted(accepted)], refused
 
 
 def match_calibration(
@@ -108,26 +168,14 @@ def match_calibration(
     """
     kind = request.kind
     window = WINDOW_DAYS[kind] if window_days is None else window_days
-    when = _time(request.descriptors.get("ut_datetime"))
     candidates = table[table["role"].isin(_ROLES[kind])]
-    accepted: list[tuple[float, str]] = []
-    refused: list[str] = []
+    firsts = []
     for name, rows in candidates.groupby("group", sort=True):
         first = rows.sort_values("ut_datetime").iloc[0]
-        why = _refusal(kind, request.descriptors, first, when, window)
-        label = first["filename"] if kind == "bpm" else name
-        if why:
-            refused.append(f"{label}: {why}")
-            continue
-        cal_time = _time(first.get("ut_datetime"))
-        if kind == "bpm":
-            # The latest BPM valid on the date of observation.
-            distance = -(cal_time.timestamp() if cal_time else 0.0)
-        else:
-            distance = abs((cal_time - when).total_seconds()) if cal_time and when else 0.0
-        accepted.append((distance, label))
+        firsts.append((first["filename"] if kind == "bpm" else name, first))
+    accepted, refused = rank_candidates(kind, request.descriptors, firsts, window_days=window)
     if accepted:
-        return min(accepted)[1]
+        return accepted[0]
     msg = (
         f"no {kind.replace('_', ' ')} for group {request.group} (needs {request.describe()}"
         + (f", within {window:g} days" if window else "")

@@ -256,8 +256,92 @@ def _run_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- gemred caldb -------------------------------------------------------------------------
+
+
+def _add_caldb_parser(subparsers: argparse._SubParsersAction) -> None:
+    summary = (
+        "Manage the calibration database of processed calibrations and BPMs (DRAGONS caldb); "
+        "by default $GEMRED_CALDB, else ~/.gemred/cal_manager.db."
+    )
+    examples = (
+        "gemred caldb init",
+        "gemred caldb add calibrations/N20170613S0180_bias.fits calibrations/N20170702S0178_flat.fits",
+        "gemred caldb add raw/bpm_20170306_gmos-n_Ham_22_full_12amp.fits",
+        "gemred caldb list",
+        "gemred caldb remove calibrations/N20170613S0180_bias.fits",
+        "gemred caldb --db project/cal_manager.db init --wipe",
+    )
+    parser = _subparser(subparsers, "caldb", summary, *examples)
+    db_help = "the database file (default: $GEMRED_CALDB, else ~/.gemred/cal_manager.db)"
+    parser.add_argument("--db", metavar="PATH", help=db_help)
+    # --db is accepted after the action too; SUPPRESS keeps a value given before it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--db", metavar="PATH", default=argparse.SUPPRESS, help=db_help)
+    actions = parser.add_subparsers(title="actions", metavar="ACTION", dest="action", required=True)
+    for name, text, example in (
+        ("init", "Create the database (harmless if it exists); --wipe forgets every entry.", examples[0]),
+        ("add", "Record processed calibrations or BPMs; a file already there is updated.", examples[1]),
+        ("list", "Print a table of the calibrations recorded.", examples[3]),
+        ("remove", "Forget calibrations (the files are not deleted).", examples[4]),
+    ):
+        action = actions.add_parser(
+            name,
+            parents=[common],
+            help=text,
+            description=text,
+            epilog=_examples(example),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        if name == "init":
+            action.add_argument("-w", "--wipe", action="store_true", help="forget every calibration recorded")
+        elif name in ("add", "remove"):
+            action.add_argument(
+                "files", nargs="+", metavar="FILE", help="FITS files, or @list files naming them"
+            )
+    parser.set_defaults(run=_run_caldb)
+
+
+def _run_caldb(args: argparse.Namespace) -> int:
+    from gemred.caldb import CalibrationDB
+
+    db = CalibrationDB(args.db)
+    if args.action == "init":
+        existed = db.path.exists()
+        db.init(wipe=args.wipe)
+        kept = "" if args.wipe or not existed else f" (already there; {len(db.list())} calibration(s) kept)"
+        print(f"{'wiped' if args.wipe and existed else 'initialised'} calibration database {db.path}{kept}")
+        return 0
+    if args.action == "add":
+        added = db.add(_expand_inputs(args.files))
+        print(f"added {len(added)} file(s) to {db.path}")
+        return 0
+    if args.action == "remove":
+        files = _expand_inputs(args.files)
+        removed = {Path(p) for p in db.remove(files)}
+        print(f"removed {len(removed)} file(s) from {db.path}")
+        missing = [f for f in files if Path(f).expanduser().resolve() not in removed]
+        for name in missing:
+            print(f"gemred caldb: not in the database: {name}", file=sys.stderr)
+        return 1 if missing else 0
+    table = db.list()
+    if table.empty:
+        print(f"no calibrations in {db.path}")
+        return 0
+    columns = ["kind", "instrument", "binning", "read_mode", "filter_name", "ut_datetime", "path"]
+    print(table[columns].to_string(index=False))
+    print(f"{len(table)} calibration(s) in {db.path}")
+    return 0
+
+
 #: Sub-command parser builders, in the order ``gemred --help`` lists them.
-_SUBCOMMANDS = (_add_simulate_parser, _add_table_parser, _add_select_parser, _add_show_parser)
+_SUBCOMMANDS = (
+    _add_simulate_parser,
+    _add_table_parser,
+    _add_select_parser,
+    _add_show_parser,
+    _add_caldb_parser,
+)
 
 
 # --- helpers shared by the commands -------------------------------------------------------
