@@ -8,8 +8,8 @@ the median is flagged ``COSMIC_RAY`` in DQ, and the flag is grown by ``dilation`
 from __future__ import annotations
 
 import logging
-import warnings
 
+import bottleneck as bn
 import numpy as np
 from scipy import ndimage
 
@@ -43,19 +43,20 @@ def flag_cosmic_rays_by_stacking(
     Returns
     -------
     list of Frame
-        Copies with ``COSMIC_RAY`` set in DQ; inputs with fewer than two frames come back unchanged.
+        New frames with ``COSMIC_RAY`` set in DQ (sharing SCI and VAR with the inputs);
+        inputs with fewer than two frames come back unchanged.
     """
     if len(frames) < 2:
         log.warning("cosmic-ray flagging needs at least 2 frames; skipped")
         return frames
     sci = np.stack([f[0].sci for f in frames])
     usable = np.stack([(f[0].dq & _UNUSABLE) == 0 for f in frames])
-    masked = np.where(usable, sci, np.nan)
-    with warnings.catch_warnings():  # pixels that no frame covers give all-NaN slices
-        warnings.simplefilter("ignore", RuntimeWarning)
-        rough = np.nanmedian(masked, axis=0)
-        offsets = np.array([np.nanmedian(m - rough) for m in masked], dtype=np.float32)
-        median = np.nanmedian(masked - offsets[:, None, None], axis=0)
+    masked = np.where(usable, sci, np.float32(np.nan))
+    # bottleneck's NaN median is many times faster than numpy's on a stack (and equally exact).
+    rough = bn.nanmedian(masked, axis=0)
+    offsets = np.array([bn.nanmedian(m - rough) for m in masked], dtype=np.float32)
+    masked -= offsets[:, None, None]
+    median = bn.nanmedian(masked, axis=0)
     median = np.where(np.isfinite(median), median, 0).astype(np.float32)
     del masked, rough
     ref = frames[0][0]
@@ -63,14 +64,19 @@ def flag_cosmic_rays_by_stacking(
     structure = ndimage.generate_binary_structure(2, 2)
     out = []
     for frame, image, offset, good in zip(frames, sci, offsets, usable, strict=True):
-        copy = frame.copy()
-        ext = copy[0]
+        ext = frame[0]
         noise = np.sqrt(np.maximum(ext.var, 0)) if ext.var is not None else np.nanstd(image - median)
         hits = good & ~protected & (image - offset - median > hsigma * noise)
-        if dilation:
+        if dilation and hits.any():
             hits = ndimage.binary_dilation(hits, structure, iterations=dilation) & good
-        ext.dq |= np.where(hits, np.uint16(dq.COSMIC_RAY), np.uint16(0))
-        copy.stamp("CRMASKED", "UT time stamp: cosmic rays flagged by stacking")
+        # The flagged frame shares SCI and VAR with its input; only DQ and headers are new.
+        flagged = Frame(
+            frame.phu.copy(),
+            [Extension(ext.sci, ext.header.copy(), ext.var, ext.dq | (hits * np.uint16(dq.COSMIC_RAY)))],
+            frame.root,
+            dict(frame.tables),
+        )
+        flagged.stamp("CRMASKED", "UT time stamp: cosmic rays flagged by stacking")
         log.info("%s: %d pixels flagged as cosmic rays", frame.root, int(hits.sum()))
-        out.append(copy)
+        out.append(flagged)
     return out
