@@ -241,7 +241,7 @@ def adjust_wcs_to_reference(
     )
     results = []
     for index, frame in enumerate(frames):
-        out = frame.copy()
+        out = frame.copy(deep=False)  # only the WCS changes
         hdr = out[0].header
         if index == 0:
             shift, nmatched, method = np.zeros(2), len(ref_cat), "reference"

@@ -66,9 +66,19 @@ class Frame:
     def __getitem__(self, index: int) -> Extension:
         return self.extensions[index]
 
-    def copy(self) -> Frame:
-        """A deep copy."""
-        return copy.deepcopy(self)
+    def copy(self, *, deep: bool = True) -> Frame:
+        """A copy of the frame.
+
+        ``deep=False`` copies the headers and tables but shares the pixel planes: for steps that
+        change metadata, or that replace a plane by a new array rather than writing into it.
+        """
+        if deep:
+            return copy.deepcopy(self)
+        extensions = [
+            Extension(e.sci, e.header.copy(), e.var, e.dq, None if e.objcat is None else e.objcat.copy())
+            for e in self.extensions
+        ]
+        return Frame(self.phu.copy(), extensions, self.root, {k: t.copy() for k, t in self.tables.items()})
 
     @property
     def instrument(self) -> str:

@@ -69,13 +69,8 @@ def flag_cosmic_rays_by_stacking(
         hits = good & ~protected & (image - offset - median > hsigma * noise)
         if dilation and hits.any():
             hits = ndimage.binary_dilation(hits, structure, iterations=dilation) & good
-        # The flagged frame shares SCI and VAR with its input; only DQ and headers are new.
-        flagged = Frame(
-            frame.phu.copy(),
-            [Extension(ext.sci, ext.header.copy(), ext.var, ext.dq | (hits * np.uint16(dq.COSMIC_RAY)))],
-            frame.root,
-            dict(frame.tables),
-        )
+        flagged = frame.copy(deep=False)  # SCI and VAR shared; DQ is a new array
+        flagged[0].dq = ext.dq | (hits * np.uint16(dq.COSMIC_RAY))
         flagged.stamp("CRMASKED", "UT time stamp: cosmic rays flagged by stacking")
         log.info("%s: %d pixels flagged as cosmic rays", frame.root, int(hits.sum()))
         out.append(flagged)

@@ -21,11 +21,12 @@ def scale_counts_to_reference(frames: list[Frame]) -> list[Frame]:
     for frame in frames:
         exptime = float(frame.phu["EXPTIME"])
         factor = reference / exptime if exptime > 0 else 1.0
-        copy = frame.copy()
-        for ext in copy:
-            ext.sci *= np.float32(factor)
-            if ext.var is not None:
-                ext.var *= np.float32(factor * factor)
+        copy = frame.copy(deep=False)
+        if factor != 1.0:  # new planes, so the input frame is left as it was
+            for ext in copy:
+                ext.sci = ext.sci * np.float32(factor)
+                if ext.var is not None:
+                    ext.var = ext.var * np.float32(factor * factor)
         copy.phu["ORIGTEXP"] = (exptime, "Exposure time before scaling")
         copy.phu["EXPTIME"] = (reference, "Exposure time (s) after scaling to the reference")
         out.append(copy)

@@ -32,7 +32,14 @@ log = logging.getLogger(__name__)
 DETECT_NAMES = {"detect_thresh": "threshold", "detect_minarea": "minarea", "deblend_mincont": "deblend_cont"}
 
 #: DRAGONS' GMOS science stack: mean, sigma clipping, additive offsets.
-STACK_DEFAULTS = {"operation": "mean", "reject_method": "sigclip", "lsigma": 3.0, "hsigma": 3.0, "zero": True}
+STACK_DEFAULTS = {
+    "operation": "mean",
+    "reject_method": "sigclip",
+    "lsigma": 3.0,
+    "hsigma": 3.0,
+    "zero": True,
+    "memory_mb": 128,  # working memory of the row bands: the frames themselves are already in memory
+}
 
 
 def detect_options(params: Mapping | None) -> dict:
