@@ -15,13 +15,12 @@ from astropy.wcs import WCS
 from gemred import dq
 from gemred.frame import Frame
 from gemred.instruments import gmos
-from gemred.io import GemredInputError, read_frame, write_frame
+from gemred.io import GemredInputError, read_bpm, read_frame, write_frame
 from gemred.recipes.gmos_calibrations import (
     calibrate_science,
     flat_rejection,
     make_master_bias,
     make_master_flat,
-    read_bpm,
 )
 from gemred.sections import parse_section
 

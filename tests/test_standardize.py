@@ -1,4 +1,4 @@
-"""Tests of gemred.primitives.standardize on tiny in-memory GMOS frames."""
+"""Tests of gemred.primitives.standardize on tiny in-memory GMOS and GSAOI frames."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from astropy.io import fits
 
 from gemred import dq
 from gemred.frame import Extension, Frame
-from gemred.instruments import gmos
+from gemred.instruments import gmos, gsaoi
 from gemred.io import GemredInputError
 from gemred.primitives.standardize import add_dq, add_var, frame_label, prepare
 
@@ -89,7 +89,7 @@ def test_prepare_saturation_from_well_depth_when_unbinned_in_bright_mode():
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda f: f.phu.__setitem__("INSTRUME", "GSAOI"), "not GMOS-N or GMOS-S"),
+        (lambda f: f.phu.__setitem__("INSTRUME", "NIRI"), "not GMOS-N, GMOS-S or GSAOI"),
         (lambda f: f.extensions.pop(), "11 image extensions"),
         (lambda f: f.phu.__setitem__("DATE-OBS", "2010-01-01"), "Hamamatsu"),
         (lambda f: f[0].header.__setitem__("AMPNAME", "nonsense, 9"), "nonsense"),
@@ -175,3 +175,107 @@ def test_frame_label_of_products():
     assert frame_label(frame) == "N20170614S0001.fits"
     frame.phu["PROCFLAT"] = "now"
     assert frame_label(frame) == "N20170614S0001_flat.fits"
+
+
+# ----------------------------------------------------------------------------- GSAOI
+
+
+def tiny_gsaoi_frame(
+    *,
+    shape: tuple[int, int] = (6, 5),
+    value: float = 1000.0,
+    lnrs: int = 8,
+    coadds: int = 1,
+    root: str = "S20170505S0095",
+) -> Frame:
+    """A raw-like GSAOI frame: four tiny float32 arrays in file order, every pixel ``value`` ADU."""
+    phu = fits.Header()
+    phu["INSTRUME"] = "GSAOI"
+    phu["OBJECT"] = "NGC5128"
+    phu["LNRS"] = lnrs
+    phu["COADDS"] = coadds
+    phu["FILTER1"], phu["FILTER2"] = "Kshort_G1106", "Clear"
+    phu["BUNIT"] = "adu"
+    extensions = []
+    for info in gsaoi.ARRAYS:
+        hdr = fits.Header()
+        hdr["ARRAYID"] = info.array_id
+        hdr["GAIN"] = 9.99  # raw header values are not trusted
+        extensions.append(Extension(np.full(shape, value, dtype=np.float32), hdr))
+    return Frame(phu, extensions, root)
+
+
+def test_prepare_gsaoi_writes_array_values():
+    frame = tiny_gsaoi_frame(lnrs=8, coadds=4)
+    out = prepare(frame)
+    assert "PREPARE" in out.phu and out.phu["ORIGNAME"] == "S20170505S0095.fits"
+    assert out.phu["FILTER"] == "Kshort"
+    assert out.phu["PIXSCALE"] == pytest.approx(gsaoi.PIXEL_SCALE)
+    for i, (ext, info) in enumerate(zip(out, gsaoi.ARRAYS, strict=True)):
+        assert ext.header["GAIN"] == info.gain
+        assert ext.header["RDNOISE"] == pytest.approx(gsaoi.read_noise(i, 8) / 2.0)
+        assert ext.header["SATLEVEL"] == info.saturation_adu
+        assert ext.header["NONLINEA"] == pytest.approx(info.saturation_adu * info.linear_fraction)
+        assert ext.header["BUNIT"] == "adu"
+    assert out[1].header["RDNOISE"] == pytest.approx(9.85 / 2.0)
+    assert frame[0].header["GAIN"] == 9.99
+
+
+def test_prepare_gsaoi_finds_arrays_by_arrayid():
+    frame = tiny_gsaoi_frame()
+    frame.extensions.reverse()
+    out = prepare(frame)
+    assert [ext.header["GAIN"] for ext in out] == [a.gain for a in reversed(gsaoi.ARRAYS)]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda f: f.phu.__setitem__("LNRS", 3), "LNRS"),
+        (lambda f: f.extensions.pop(), "3 image extensions"),
+        (lambda f: f[0].header.__setitem__("ARRAYID", "H2RG-999"), "H2RG-999"),
+        (lambda f: f[0].header.__setitem__("ARRAYID", "H2RG-032-064"), "repeats"),
+    ],
+)
+def test_prepare_gsaoi_rejects_bad_input_naming_the_file(change, message):
+    frame = tiny_gsaoi_frame()
+    change(frame)
+    with pytest.raises(GemredInputError, match=message) as err:
+        prepare(frame)
+    assert "S20170505S0095.fits" in str(err.value)
+
+
+def test_add_dq_gsaoi_flags_saturated_and_non_linear():
+    frame = prepare(tiny_gsaoi_frame(value=100.0))
+    info = gsaoi.ARRAYS[1]
+    ext = frame[1]
+    ext.sci[0, 0] = info.saturation_adu
+    ext.sci[0, 1] = info.saturation_adu - 1.0
+    ext.sci[0, 2] = info.nonlinear_adu
+    ext.sci[0, 3] = info.nonlinear_adu - 1.0
+    bpm = Frame(fits.Header(), [], "bpm")
+    for e in frame:
+        mask = np.zeros(e.shape, dtype=np.uint16)
+        bpm.extensions.append(Extension(mask.astype(np.float32), e.header.copy(), dq=mask))
+    bpm[1].dq[0, 0] = dq.BAD_PIXEL
+    out = add_dq(frame, bpm)
+    assert out[1].dq[0].tolist()[:4] == [dq.BAD_PIXEL | dq.SATURATED, dq.NON_LINEAR, dq.NON_LINEAR, 0]
+    assert out[1].dq.sum() == dq.BAD_PIXEL + dq.SATURATED + 2 * dq.NON_LINEAR
+    assert all(e.dq.sum() == 0 for k, e in enumerate(out) if k != 1)
+
+
+def test_add_var_gsaoi_divides_poisson_by_averaged_coadds():
+    frame = prepare(tiny_gsaoi_frame(value=800.0, lnrs=2, coadds=4))
+    frame[2].sci[1, 1] = -50.0
+    out = add_var(frame, read_noise=True, poisson=True)
+    for i, ext in enumerate(out):
+        gain = gsaoi.ARRAYS[i].gain
+        read = (gsaoi.read_noise(i, 2, 4) / gain) ** 2
+        expected = read + np.maximum(frame[i].sci, 0) / gain / 4
+        np.testing.assert_allclose(ext.var, expected, rtol=1e-6)
+    assert out[2].var[1, 1] == pytest.approx((gsaoi.read_noise(2, 2, 4) / gsaoi.ARRAYS[2].gain) ** 2)
+    electrons = prepare(tiny_gsaoi_frame(value=800.0, lnrs=2, coadds=4))
+    for ext in electrons:
+        ext.header["BUNIT"] = "electron"
+    e_var = add_var(electrons, read_noise=False, poisson=True)
+    np.testing.assert_allclose(e_var[0].var, 800.0 / 4, rtol=1e-6)

@@ -25,6 +25,8 @@ from gemred.frame import Extension, Frame
 __all__ = [
     "GemredInputError",
     "read_frame",
+    "read_bpm",
+    "root_name",
     "write_frame",
     "SUPPORTED_INSTRUMENTS",
     "check_instrument",
@@ -316,7 +318,7 @@ def processed_hdus(
     return hdus
 
 
-def _root_name(path: Path, phu: fits.Header) -> str:
+def root_name(path: Path, phu: Mapping) -> str:
     """Root of the original raw file name: ``ORIGNAME`` if recorded, else this file's stem."""
     original = str(phu.get("ORIGNAME", "")).strip()
     name = original or path.name
@@ -368,7 +370,7 @@ def read_frame(path: str | os.PathLike) -> Frame:
     if not extensions:
         msg = f"{path}: no image data found"
         raise GemredInputError(msg)
-    return Frame(phu, [extensions[k] for k in sorted(extensions)], _root_name(path, phu), tables)
+    return Frame(phu, [extensions[k] for k in sorted(extensions)], root_name(path, phu), tables)
 
 
 def write_frame(frame: Frame, path: str | os.PathLike, *, bunit: str | None = None) -> Path:
@@ -404,3 +406,35 @@ def write_frame(frame: Frame, path: str | os.PathLike, *, bunit: str | None = No
         hdu.name = name
         hdus.append(hdu)
     return write_fits_atomic(fits.HDUList(hdus), path)
+
+
+def read_bpm(path: str | os.PathLike) -> Frame:
+    """Read a static bad-pixel mask file (one uint16 ``DQ`` extension per raw extension).
+
+    Parameters
+    ----------
+    path : path-like
+        The BPM file (``OBSTYPE='BPM'``), e.g. ``bpm_20170306_gmos-n_Ham_22_full_12amp.fits``.
+
+    Returns
+    -------
+    Frame
+        One extension per mask with its bits in ``dq`` (``sci`` is a read-only zero placeholder
+        that takes no memory).
+
+    Raises
+    ------
+    GemredInputError
+        If the file is unreadable or holds no image extension.
+    """
+    with open_raw(path) as hdul:
+        phu = hdul[0].header.copy()
+        extensions = [
+            Extension(np.broadcast_to(np.float32(0), hdu.data.shape), hdu.header.copy(), dq=hdu.data)
+            for hdu in hdul[1:]
+            if isinstance(hdu, fits.ImageHDU) and hdu.data is not None
+        ]
+    if not extensions:
+        msg = f"{path}: no mask extensions in this BPM file"
+        raise GemredInputError(msg)
+    return Frame(phu, extensions, root_name(Path(path), phu))

@@ -34,7 +34,7 @@ from astropy.io import fits
 
 from gemred.dq import BAD_PIXEL, COSMIC_RAY, NO_DATA, NON_LINEAR, OVERLAP, SATURATED, UNILLUMINATED
 from gemred.frame import Extension, Frame
-from gemred.io import _root_name, open_raw
+from gemred.io import open_raw, root_name
 from gemred.sections import parse_section
 
 __all__ = [
@@ -769,7 +769,7 @@ def stack_files(
         )
         phu = hduls[0][0].header
         headers = [g["SCI"].header for g in groups[0]]
-        return _output_frame(phu, headers, _root_name(paths[0], phu), results, len(paths))
+        return _output_frame(phu, headers, root_name(paths[0], phu), results, len(paths))
     finally:
         for hdul in hduls:
             hdul.close()

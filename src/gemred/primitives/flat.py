@@ -25,6 +25,8 @@ __all__ = [
     "normalize_flat_gmos",
     "threshold_flat",
     "flat_correct",
+    "normalize_flat",
+    "threshold_flatfield",
 ]
 
 #: Fraction of each side of CCD2 left out of statistics, and its minimum in pixels.
@@ -313,4 +315,93 @@ def flat_correct(frame: Frame, flat: Frame) -> Frame:
         ext.dq = dq_out
     out.phu["FLATIM"] = (flat_name, "Processed flat divided by")
     out.stamp("FLATCORR", "UT time stamp for flat_correct")
+    return out
+
+
+def normalize_flat(frame: Frame) -> Frame:
+    """Divide a flat by the median of its DQ-good pixels over all extensions together.
+
+    DRAGONS' ``normalizeFlat`` with ``scale='median'``, ``separate_ext=False``: the arrays
+    keep their response relative to one another. VAR is divided by the square.
+
+    Parameters
+    ----------
+    frame : Frame
+        A stacked (lamp-on minus lamp-off) flat with DQ.
+
+    Returns
+    -------
+    Frame
+        The normalised copy; ``FLATNORM`` gives the median divided by.
+
+    Raises
+    ------
+    GemredInputError
+        If no good pixel has a positive, finite value.
+    """
+    pixels = np.concatenate(
+        [ext.sci[(ext.dq == 0) if ext.dq is not None else np.ones(ext.shape, bool)] for ext in frame]
+    )
+    pixels = pixels[np.isfinite(pixels)]
+    level = float(np.median(pixels)) if pixels.size else np.nan
+    del pixels
+    if not level > 0:
+        msg = f"{frame.root}: median of the good flat pixels is {level}; not a usable lamp flat"
+        raise GemredInputError(msg)
+    out = frame.copy()
+    for ext in out:
+        ext.sci /= np.float32(level)
+        if ext.var is not None:
+            ext.var /= np.float32(level * level)
+    out.phu["FLATNORM"] = (level, "Median of good pixels the flat was divided by")
+    out.stamp("NORMFLAT", "UT time stamp for normalize_flat")
+    return out
+
+
+def threshold_flatfield(frame: Frame, *, low: float = 0.01, high: float = 10.0, weak: float = 0.5) -> Frame:
+    """Flag unusable pixels of a normalised flat (DRAGONS ``thresholdFlatfield``, plus weak pixels).
+
+    Pixels below ``low`` or above ``high`` (or not finite) that are not already ``BAD_PIXEL``
+    get ``UNILLUMINATED``; those and every pixel below ``low`` are set to 1.0 with VAR 0, as in
+    DRAGONS. In addition, pixels of response between ``low`` and ``weak`` (dead or weak
+    columns when no BPM covers them) get ``BAD_PIXEL`` and keep their value.
+
+    Parameters
+    ----------
+    frame : Frame
+        A normalised flat with DQ.
+    low, high : float
+        Range of an illuminated pixel.
+    weak : float
+        Response below which a pixel is flagged bad (0 turns this off).
+
+    Returns
+    -------
+    Frame
+        A copy; ``FLATLOW``, ``FLATHIGH``, ``FLATWEAK`` record the limits.
+
+    Raises
+    ------
+    ValueError
+        Unless ``0 <= low < high`` and ``weak < high``.
+    """
+    if not (0 <= low < high and weak < high):
+        msg = f"threshold_flatfield: need 0 <= low ({low}) < high ({high}) and weak ({weak}) < high"
+        raise ValueError(msg)
+    out = frame.copy()
+    for ext in out:
+        if ext.dq is None:
+            ext.dq = np.zeros(ext.shape, dtype=np.uint16)
+        finite = np.isfinite(ext.sci)
+        outside = ~finite | (ext.sci < low) | (ext.sci > high)
+        ext.dq[outside & (ext.dq & dq.BAD_PIXEL == 0)] |= dq.UNILLUMINATED
+        neutral = (ext.dq & dq.UNILLUMINATED != 0) | ~finite | (ext.sci < low)
+        ext.dq[~neutral & (ext.sci < weak)] |= dq.BAD_PIXEL
+        ext.sci[neutral] = 1.0
+        if ext.var is not None:
+            ext.var[neutral] = 0.0
+    out.phu["FLATLOW"] = (low, "Flat response below this: unilluminated")
+    out.phu["FLATHIGH"] = (high, "Flat response above this: unilluminated")
+    out.phu["FLATWEAK"] = (weak, "Flat response below this: bad pixel")
+    out.stamp("THRESFLT", "UT time stamp for threshold_flatfield")
     return out

@@ -1,9 +1,12 @@
 """Standardising raw frames: headers (``prepare``), data quality (``add_dq``), variance (``add_var``).
 
 These are DRAGONS' first three primitives (``geminidr/core/primitives_standardize.py``,
-``geminidr/gmos/primitives_gmos.py``; ``shared/reference/reduction-steps.md`` sections 1 and 3.1).
-Each function copies its input, never changes it, and stamps a timestamp keyword in the primary
-header of the copy (``PREPARE``, ``ADDDQ``, ``ADDVAR``).
+``geminidr/gmos/primitives_gmos.py``, ``geminidr/gsaoi/primitives_gsaoi.py``;
+``shared/reference/reduction-steps.md`` sections 1, 3.1 and 4.1) for GMOS-N, GMOS-S and GSAOI.
+What differs between the instruments (where gain, read noise and levels come from; averaged
+GSAOI coadds) is kept in small per-instrument helpers. Each function copies its input, never
+changes it, and stamps a timestamp keyword in the primary header of the copy (``PREPARE``,
+``ADDDQ``, ``ADDVAR``).
 """
 
 from __future__ import annotations
@@ -15,14 +18,28 @@ import numpy as np
 from astropy.io import fits
 
 from gemred import __version__, dq
+from gemred.descriptors import _filter_name
 from gemred.frame import Frame
-from gemred.instruments import gmos
+from gemred.instruments import gmos, gsaoi
 from gemred.io import GemredInputError
 
-__all__ = ["GMOS_EXTENSION_COUNTS", "ADC_LIMIT", "frame_label", "prepare", "add_dq", "add_var"]
+__all__ = [
+    "GMOS_EXTENSION_COUNTS",
+    "GSAOI_EXTENSION_COUNT",
+    "ADC_LIMIT",
+    "frame_label",
+    "gsaoi_array_index",
+    "coadds",
+    "prepare",
+    "add_dq",
+    "add_var",
+]
 
 #: Raw extension counts a GMOS file may have (EEV 3, e2vDD 6 or 12 ... with ROIs, Hamamatsu 12).
 GMOS_EXTENSION_COUNTS = (1, 2, 3, 4, 6, 12)
+#: A raw GSAOI file has one extension per HAWAII-2RG array.
+GSAOI_EXTENSION_COUNT = 4
+_GMOS = ("GMOS-N", "GMOS-S")
 #: Largest value the GMOS 16-bit ADC can record.
 ADC_LIMIT = 65535.0
 
@@ -95,43 +112,76 @@ def _saturation_adu(dset: gmos.DetectorSet, ccdname: str, gain: float, bias: flo
     return float(min(ADC_LIMIT, well * nbin / gain + bias))
 
 
-def prepare(frame: Frame) -> Frame:
-    """Check a raw GMOS frame and standardise its headers, as DRAGONS' ``prepare`` does.
-
-    Every extension gets ``GAIN`` and ``RDNOISE`` from Gemini's per-amplifier table (chosen by
-    ``AMPNAME``, read mode and observation date), ``SATLEVEL`` and ``NONLINEA`` (equal for GMOS,
-    in ADU), ``GAINSET``, ``PIXSCALE`` (arcsec per binned pixel) and ``BUNIT='adu'``. The primary
-    header gets ``ORIGNAME``, ``PROCSOFT``, ``PROCSVER`` and the ``PREPARE`` timestamp.
+def gsaoi_array_index(header: fits.Header, position: int) -> int:
+    """Index (0-3) in :data:`gemred.instruments.gsaoi.ARRAYS` of a GSAOI extension.
 
     Parameters
     ----------
-    frame : Frame
-        A raw GMOS-N or GMOS-S frame, one extension per amplifier.
+    header : astropy.io.fits.Header
+        The extension header; its ``ARRAYID`` names the array.
+    position : int
+        0-based position of the extension in the file, used when ``ARRAYID`` is absent.
 
     Returns
     -------
-    Frame
-        A prepared copy; pixels are unchanged.
+    int
+        The array index.
 
     Raises
     ------
-    GemredInputError
-        If the frame is not from GMOS, has an extension count GMOS never writes, is already
-        prepared, or is from a detector, read mode or amplifier with no gain table.
+    ValueError
+        If ``ARRAYID`` names no GSAOI array.
+
+    Examples
+    --------
+    >>> gsaoi_array_index(fits.Header({"ARRAYID": "H2RG-032-064"}), 0)
+    1
     """
-    name = frame_label(frame)
-    instrument = frame.instrument
-    if instrument not in ("GMOS-N", "GMOS-S"):
-        msg = f"{name}: instrument {instrument!r} is not GMOS-N or GMOS-S; prepare() handles GMOS only"
-        raise GemredInputError(msg)
-    if len(frame) not in GMOS_EXTENSION_COUNTS:
-        msg = f"{name}: {len(frame)} image extensions; a raw GMOS file has one of {GMOS_EXTENSION_COUNTS}"
-        raise GemredInputError(msg)
-    if "PREPARE" in frame.phu:
-        msg = f"{name}: already prepared (PREPARE={frame.phu['PREPARE']}); start from the raw file"
-        raise GemredInputError(msg)
+    array_id = str(header.get("ARRAYID", "")).strip()
+    if not array_id:
+        return position
+    for index, info in enumerate(gsaoi.ARRAYS):
+        if info.array_id == array_id:
+            return index
+    msg = f"ARRAYID {array_id!r} is not a GSAOI array ({', '.join(a.array_id for a in gsaoi.ARRAYS)})"
+    raise ValueError(msg)
+
+
+def coadds(frame: Frame) -> int:
+    """Number of *averaged* coadds of a frame: PHU ``COADDS`` for GSAOI, 1 otherwise.
+
+    GSAOI averages its coadds, so the Poisson variance of the data is divided by this number.
+    """
+    if frame.instrument != "GSAOI":
+        return 1
     try:
-        dset = gmos.detector_set(instrument, _obs_date(frame))
+        return max(int(frame.phu.get("COADDS", 1)), 1)
+    except (TypeError, ValueError):
+        msg = f"{frame_label(frame)}: COADDS={frame.phu.get('COADDS')!r} is not an integer"
+        raise GemredInputError(msg) from None
+
+
+def _check_extension_count(frame: Frame, counts: tuple[int, ...], what: str) -> None:
+    if len(frame) not in counts:
+        allowed = counts[0] if len(counts) == 1 else f"one of {counts}"
+        msg = f"{frame_label(frame)}: {len(frame)} image extensions; a raw {what} file has {allowed}"
+        raise GemredInputError(msg)
+
+
+def _check_not_prepared(frame: Frame) -> None:
+    if "PREPARE" in frame.phu:
+        stamp = frame.phu["PREPARE"]
+        msg = f"{frame_label(frame)}: already prepared (PREPARE={stamp}); start from the raw file"
+        raise GemredInputError(msg)
+
+
+def _prepare_gmos(frame: Frame) -> Frame:
+    """GMOS part of :func:`prepare`: per-amplifier table values in a copy's extension headers."""
+    name = frame_label(frame)
+    _check_extension_count(frame, GMOS_EXTENSION_COUNTS, "GMOS")
+    _check_not_prepared(frame)
+    try:
+        dset = gmos.detector_set(frame.instrument, _obs_date(frame))
         gainset, _, mode = _gmos_read_mode(frame)
         cals = [gmos.amp_calibration(dset, str(ext.header.get("AMPNAME", "")), mode) for ext in frame]
     except (ValueError, KeyError) as exc:
@@ -149,6 +199,85 @@ def prepare(frame: Frame) -> Frame:
         hdr["GAINSET"] = (gainset, "Gain setting (low / high)")
         hdr["PIXSCALE"] = (dset.pixel_scale * ybin, "Pixel scale (arcsec / binned pixel)")
         hdr["BUNIT"] = ("adu", "Physical unit of SCI")
+    return out
+
+
+def _prepare_gsaoi(frame: Frame) -> Frame:
+    """GSAOI part of :func:`prepare`: per-array table values in a copy's headers."""
+    name = frame_label(frame)
+    _check_extension_count(frame, (GSAOI_EXTENSION_COUNT,), "GSAOI")
+    _check_not_prepared(frame)
+    n_coadds = coadds(frame)
+    try:
+        indices = [gsaoi_array_index(ext.header, i) for i, ext in enumerate(frame)]
+        noise = [gsaoi.read_noise(i, frame.phu.get("LNRS"), n_coadds) for i in indices]
+    except (ValueError, TypeError) as exc:
+        msg = f"{name}: {exc}"
+        raise GemredInputError(msg) from exc
+    if len(set(indices)) != len(indices):
+        msg = f"{name}: ARRAYID repeats across extensions ({indices}); not a raw GSAOI file"
+        raise GemredInputError(msg)
+    out = frame.copy()
+    for ext, index, rn in zip(out, indices, noise, strict=True):
+        info = gsaoi.ARRAYS[index]
+        hdr = ext.header
+        hdr["ARRAYID"] = (info.array_id, "Array identification")
+        hdr["GAIN"] = (info.gain, "Gain (electron/ADU), Gemini table")
+        hdr["RDNOISE"] = (float(rn), "Read noise (electron) for LNRS and COADDS")
+        hdr["SATLEVEL"] = (info.saturation_adu, "Saturation level (ADU)")
+        hdr["NONLINEA"] = (info.nonlinear_adu, "Non-linear level (ADU)")
+        hdr["BUNIT"] = ("adu", "Physical unit of SCI")
+    band = _filter_name(frame.phu.get("FILTER1"), frame.phu.get("FILTER2"))
+    if band is not None:
+        out.phu["FILTER"] = (band, "Filter name")
+    out.phu["PIXSCALE"] = (gsaoi.PIXEL_SCALE, "Pixel scale (arcsec / pixel)")
+    return out
+
+
+def prepare(frame: Frame) -> Frame:
+    """Check a raw GMOS or GSAOI frame and standardise its headers, as DRAGONS' ``prepare`` does.
+
+    Every extension gets ``GAIN`` and ``RDNOISE`` (electrons) from Gemini's tables,
+    ``SATLEVEL`` and ``NONLINEA`` (ADU) and ``BUNIT='adu'``:
+
+    * GMOS: per amplifier (``AMPNAME``, read mode, observation date); ``NONLINEA`` equals
+      ``SATLEVEL``; also ``GAINSET`` and ``PIXSCALE`` (arcsec per binned pixel).
+    * GSAOI: per array (``ARRAYID``); read noise for the PHU ``LNRS`` read mode divided by
+      ``sqrt(COADDS)``; ``NONLINEA`` is the array's linear limit. The primary header gets
+      ``FILTER`` and ``PIXSCALE``.
+
+    The primary header gets ``ORIGNAME``, ``PROCSOFT``, ``PROCSVER`` and the ``PREPARE``
+    timestamp.
+
+    Parameters
+    ----------
+    frame : Frame
+        A raw GMOS-N or GMOS-S frame (one extension per amplifier) or GSAOI frame (one per
+        array).
+
+    Returns
+    -------
+    Frame
+        A prepared copy; pixels are unchanged.
+
+    Raises
+    ------
+    GemredInputError
+        If the frame is from another instrument, has an extension count the instrument never
+        writes, is already prepared, or is from a detector, read mode, amplifier or array with
+        no table entry.
+    """
+    instrument = frame.instrument
+    if instrument in _GMOS:
+        out = _prepare_gmos(frame)
+    elif instrument == "GSAOI":
+        out = _prepare_gsaoi(frame)
+    else:
+        msg = (
+            f"{frame_label(frame)}: instrument {instrument!r} is not GMOS-N, GMOS-S or GSAOI; "
+            "prepare() handles these only"
+        )
+        raise GemredInputError(msg)
     out.phu.setdefault("ORIGNAME", f"{frame.root}.fits")
     out.phu["PROCSOFT"] = ("gemred", "Data reduction software")
     out.phu["PROCSVER"] = (__version__, "gemred version")
@@ -163,7 +292,12 @@ def _bpm_mask(bpm: Frame, index: int) -> np.ndarray:
 
 
 def add_dq(frame: Frame, bpm: Frame | None = None) -> Frame:
-    """Build the DQ plane: static bad pixels from the BPM, and ``SATURATED`` where SCI >= ``SATLEVEL``.
+    """Build the DQ plane: static bad pixels, saturated and non-linear pixels.
+
+    ``BAD_PIXEL`` (and any other bits) from the BPM; ``SATURATED`` where SCI >= ``SATLEVEL``;
+    ``NON_LINEAR`` where ``NONLINEA`` <= SCI < ``SATLEVEL`` (GSAOI; for GMOS the two levels
+    are equal, so no pixel is non-linear). DRAGONS' GSAOI extras, "hidden" saturation (small
+    regions that read low) and latency flagging, are not done.
 
     Parameters
     ----------
@@ -204,7 +338,11 @@ def add_dq(frame: Frame, bpm: Frame | None = None) -> Frame:
                 )
                 raise GemredInputError(msg)
             mask |= bits
-        mask[ext.sci >= float(ext.header["SATLEVEL"])] |= dq.SATURATED
+        saturation = float(ext.header["SATLEVEL"])
+        nonlinear = float(ext.header.get("NONLINEA", saturation))
+        mask[ext.sci >= saturation] |= dq.SATURATED
+        if nonlinear < saturation:
+            mask[(ext.sci >= nonlinear) & (ext.sci < saturation)] |= dq.NON_LINEAR
         ext.dq = mask
     out.stamp("ADDDQ", "UT time stamp for add_dq")
     return out
@@ -214,8 +352,10 @@ def add_var(frame: Frame, *, read_noise: bool = True, poisson: bool = False) -> 
     """Add read-noise and/or Poisson variance terms to the VAR plane, each at most once.
 
     In ADU the read term is ``(RDNOISE / GAIN)**2`` and the Poisson term ``max(SCI, 0) / GAIN``;
-    in electrons ``RDNOISE**2`` and ``max(SCI, 0)``. Terms already present (header ``VARNOISE``)
-    are not added again.
+    in electrons ``RDNOISE**2`` and ``max(SCI, 0)``. GSAOI averages its coadds, so there the
+    Poisson term is divided by ``COADDS`` (see :func:`coadds`; its ``RDNOISE`` already
+    includes the ``1/sqrt(COADDS)``). Terms already present (header ``VARNOISE``) are not added
+    again.
 
     Parameters
     ----------
@@ -240,6 +380,7 @@ def add_var(frame: Frame, *, read_noise: bool = True, poisson: bool = False) -> 
         msg = "add_var: ask for read_noise and/or poisson"
         raise ValueError(msg)
     name = frame_label(frame)
+    n_coadds = coadds(frame)
     out = frame.copy()
     for i, ext in enumerate(out):
         hdr = ext.header
@@ -253,7 +394,7 @@ def add_var(frame: Frame, *, read_noise: bool = True, poisson: bool = False) -> 
             var += np.float32((float(hdr["RDNOISE"]) / gain) ** 2)
             terms.append("read")
         if poisson and "Poisson" not in terms:
-            var += np.maximum(ext.sci, np.float32(0)) / np.float32(gain)
+            var += np.maximum(ext.sci, np.float32(0)) / np.float32(gain * n_coadds)
             terms.append("Poisson")
         ext.var = var
         hdr["VARNOISE"] = (",".join(terms), "Variance terms included")

@@ -13,11 +13,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 
-import numpy as np
 from astropy.io import fits
 
-from gemred.frame import Extension, Frame
-from gemred.io import GemredInputError, open_raw, read_frame
+from gemred.frame import Frame
+from gemred.io import GemredInputError, read_bpm, read_frame
 from gemred.primitives.ccd import adu_to_electrons, subtract_bias, subtract_overscan, trim_overscan
 from gemred.primitives.flat import ccd2_mean, flat_correct, normalize_flat_gmos, scale_flats, threshold_flat
 from gemred.primitives.standardize import add_dq, add_var, prepare
@@ -29,7 +28,6 @@ __all__ = [
     "FLAT_STACK_DEFAULTS",
     "THRESHOLD_DEFAULTS",
     "flat_rejection",
-    "read_bpm",
     "make_master_bias",
     "make_master_flat",
     "calibrate_science",
@@ -76,39 +74,6 @@ def flat_rejection(nflats: int) -> tuple[int, int]:
     if nflats <= 10:
         return 2, 2
     return 2, 3
-
-
-def read_bpm(path: PathLike) -> Frame:
-    """Read a static bad-pixel mask file (one uint16 ``DQ`` extension per raw extension).
-
-    Parameters
-    ----------
-    path : path-like
-        The BPM file (``OBSTYPE='BPM'``), e.g. ``bpm_20170306_gmos-n_Ham_22_full_12amp.fits``.
-
-    Returns
-    -------
-    Frame
-        One extension per mask with its bits in ``dq`` (``sci`` is a read-only zero placeholder
-        that takes no memory).
-
-    Raises
-    ------
-    GemredInputError
-        If the file is unreadable or holds no image extension.
-    """
-    with open_raw(path) as hdul:
-        phu = hdul[0].header.copy()
-        extensions = [
-            Extension(np.broadcast_to(np.float32(0), hdu.data.shape), hdu.header.copy(), dq=hdu.data)
-            for hdu in hdul[1:]
-            if isinstance(hdu, fits.ImageHDU) and hdu.data is not None
-        ]
-    if not extensions:
-        msg = f"{path}: no mask extensions in this BPM file"
-        raise GemredInputError(msg)
-    root = os.path.basename(os.fspath(path)).removesuffix(".fits")
-    return Frame(phu, extensions, root)
 
 
 def _overscan_params(overscan: Mapping[str, object] | None) -> dict[str, object]:
