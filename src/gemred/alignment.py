@@ -18,7 +18,6 @@ import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 from scipy import ndimage
-from scipy.spatial import cKDTree
 
 from gemred.frame import Frame
 
@@ -72,6 +71,8 @@ def match_catalogs(
     empty = (np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.intp))
     if len(ref_xy) == 0 or len(xy) == 0:
         return empty
+    from scipy.spatial import cKDTree  # lazily: slow to import, only for alignment
+
     ref_tree, tree = cKDTree(ref_xy), cKDTree(xy)
     pairs = ref_tree.sparse_distance_matrix(tree, search_radius, output_type="ndarray")
     if len(pairs) == 0:

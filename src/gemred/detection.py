@@ -102,7 +102,8 @@ def _extract(
     sub = data - background
     sub[mask] = 0.0
     if ext.var is not None:
-        err: np.ndarray | float = np.sqrt(np.where(mask, np.float32(1), ext.var)).astype(np.float32)
+        err: np.ndarray | float = np.sqrt(np.where(mask, np.float32(1), ext.var))
+        err = err.astype(np.float32, copy=False)
     else:
         err = float(bkg.globalrms)
     sep.set_extract_pixstack(max(sep.get_extract_pixstack(), data.size // 4))

@@ -15,7 +15,7 @@ from typing import Literal
 
 import numpy as np
 from numpy.polynomial import chebyshev
-from scipy import interpolate, ndimage
+from scipy import ndimage
 
 from gemred.frame import Extension, Frame
 from gemred.instruments import gmos
@@ -131,6 +131,8 @@ def _fit_rows(
     if function == "chebyshev":
         fit = chebyshev.Chebyshev.fit(yg, vg, deg=DEFAULT_CHEBYSHEV_ORDER if order is None else order)
         return fit(y)
+    from scipy import interpolate  # lazily: slow to import, only for spline3
+
     if order is None:
         spline = interpolate.UnivariateSpline(yg, vg, w=np.full(yg.size, 1.0 / row_sigma), k=3, s=yg.size)
     else:
@@ -214,7 +216,7 @@ def subtract_overscan(
         If the frame is trimmed or lacks overscan/section keywords, or is not prepared.
     """
     name = frame_label(frame)
-    out = frame.copy()
+    out = frame.copy(deep=False)  # SCI is replaced by a new array below
     for i, ext in enumerate(out):
         data, bias = _sections(out, i)
         hdr = ext.header
@@ -237,7 +239,7 @@ def subtract_overscan(
         )
         full = np.zeros(ext.shape[0], dtype=np.float32)
         full[used_cols.y1 : used_cols.y2] = level
-        ext.sci -= full[:, None]
+        ext.sci = ext.sci - full[:, None]
         rms = float(np.sqrt(np.mean(np.square(ext.sci[used_cols.slices()], dtype=np.float64))))
         median = float(np.median(level))
         hdr["OVERSEC"] = (format_section(used_cols), "Overscan columns used")
@@ -332,7 +334,7 @@ def subtract_bias(frame: Frame, bias: Frame) -> Frame:
     if len(bias) != len(frame):
         msg = f"{name} has {len(frame)} extensions but the bias {bias_name} has {len(bias)}"
         raise GemredInputError(msg)
-    out = frame.copy()
+    out = frame.copy(deep=False)  # SCI, VAR and DQ are replaced by new arrays below
     for i, (ext, bext) in enumerate(zip(out, bias, strict=True)):
         unit = str(ext.header.get("BUNIT", "adu")).lower()
         bunit = str(bext.header.get("BUNIT", "adu")).lower()
@@ -349,7 +351,7 @@ def subtract_bias(frame: Frame, bias: Frame) -> Frame:
                 "use a bias with the same binning, read-out area and processing state"
             )
             raise GemredInputError(msg)
-        ext.sci -= bext.sci
+        ext.sci = ext.sci - bext.sci
         if bext.var is not None:
             ext.var = bext.var.copy() if ext.var is None else ext.var + bext.var
         if bext.dq is not None:
@@ -380,16 +382,16 @@ def adu_to_electrons(frame: Frame) -> Frame:
         If an extension is not in ADU or has no ``GAIN``.
     """
     name = frame_label(frame)
-    out = frame.copy()
+    out = frame.copy(deep=False)  # SCI and VAR are replaced by new arrays below
     for i, ext in enumerate(out):
         hdr = ext.header
         if str(hdr.get("BUNIT", "")).lower() != "adu" or "GAIN" not in hdr:
             msg = f"{name}: extension {i + 1} is not in ADU with a GAIN (BUNIT={hdr.get('BUNIT')!r})"
             raise GemredInputError(msg)
         gain = float(hdr["GAIN"])
-        ext.sci *= np.float32(gain)
+        ext.sci = ext.sci * np.float32(gain)
         if ext.var is not None:
-            ext.var *= np.float32(gain * gain)
+            ext.var = ext.var * np.float32(gain * gain)
         for key in ("SATLEVEL", "NONLINEA"):
             if key in hdr:
                 hdr[key] = float(hdr[key]) * gain

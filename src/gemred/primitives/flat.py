@@ -291,7 +291,7 @@ def flat_correct(frame: Frame, flat: Frame) -> Frame:
     if "FILTER2" in flat.phu and "FILTER2" in frame.phu and _filter(flat) != _filter(frame):
         msg = f"{name} has filter {_filter(frame)!r} but the flat {flat_name} has {_filter(flat)!r}"
         raise GemredInputError(msg)
-    out = frame.copy()
+    out = frame.copy(deep=False)  # SCI, VAR and DQ are replaced by new arrays below
     for i, (ext, fext) in enumerate(zip(out, flat, strict=True)):
         if ext.shape != fext.shape or _binning(ext.header) != _binning(fext.header):
             msg = (
@@ -303,12 +303,12 @@ def flat_correct(frame: Frame, flat: Frame) -> Frame:
         unusable = ~(response > 0)
         if unusable.any():
             response = np.where(unusable, np.float32(1), response)
-        ext.sci /= response
+        ext.sci = ext.sci / response
         if ext.var is not None:
-            if fext.var is not None:
-                ext.var += np.square(ext.sci) * fext.var
-            ext.var /= np.square(response)
-        dq_out = np.zeros(ext.shape, dtype=np.uint16) if ext.dq is None else ext.dq
+            var = ext.var + np.square(ext.sci) * fext.var if fext.var is not None else ext.var.copy()
+            var /= np.square(response)
+            ext.var = var
+        dq_out = np.zeros(ext.shape, dtype=np.uint16) if ext.dq is None else ext.dq.copy()
         if fext.dq is not None:
             dq_out |= fext.dq
         dq_out[unusable] |= dq.BAD_PIXEL

@@ -187,7 +187,7 @@ def _prepare_gmos(frame: Frame) -> Frame:
     except (ValueError, KeyError) as exc:
         msg = f"{name}: {exc}"
         raise GemredInputError(msg) from exc
-    out = frame.copy()
+    out = frame.copy(deep=False)  # headers only: the pixel planes are not changed
     for ext, cal in zip(out, cals, strict=True):
         xbin, ybin = _binning(ext.header)
         sat = _saturation_adu(dset, str(ext.header.get("CCDNAME", "")), cal.gain, cal.bias_level, xbin * ybin)
@@ -322,12 +322,12 @@ def add_dq(frame: Frame, bpm: Frame | None = None) -> Frame:
     if bpm is not None and len(bpm) != len(frame):
         msg = f"{name}: the BPM {frame_label(bpm)} has {len(bpm)} extensions, the frame {len(frame)}"
         raise GemredInputError(msg)
-    out = frame.copy()
+    out = frame.copy(deep=False)  # DQ is built as a new array below
     for i, ext in enumerate(out):
         if "SATLEVEL" not in ext.header:
             msg = f"{name}: extension {i + 1} has no SATLEVEL; run prepare() before add_dq()"
             raise GemredInputError(msg)
-        mask = np.zeros(ext.shape, dtype=np.uint16) if ext.dq is None else ext.dq
+        mask = np.zeros(ext.shape, dtype=np.uint16) if ext.dq is None else ext.dq.copy()
         if bpm is not None:
             bits = _bpm_mask(bpm, i)
             if bits.shape != ext.shape or _binning(bpm[i].header) != _binning(ext.header):
@@ -381,7 +381,7 @@ def add_var(frame: Frame, *, read_noise: bool = True, poisson: bool = False) -> 
         raise ValueError(msg)
     name = frame_label(frame)
     n_coadds = coadds(frame)
-    out = frame.copy()
+    out = frame.copy(deep=False)  # VAR is built as a new array below
     for i, ext in enumerate(out):
         hdr = ext.header
         if "GAIN" not in hdr or "RDNOISE" not in hdr or "BUNIT" not in hdr:
@@ -389,7 +389,7 @@ def add_var(frame: Frame, *, read_noise: bool = True, poisson: bool = False) -> 
             raise GemredInputError(msg)
         terms = [t for t in str(hdr.get("VARNOISE", "")).split(",") if t]
         gain = float(hdr["GAIN"]) if str(hdr["BUNIT"]).lower() == "adu" else 1.0
-        var = np.zeros(ext.shape, dtype=np.float32) if ext.var is None else ext.var
+        var = np.zeros(ext.shape, dtype=np.float32) if ext.var is None else ext.var.copy()
         if read_noise and "read" not in terms:
             var += np.float32((float(hdr["RDNOISE"]) / gain) ** 2)
             terms.append("read")
