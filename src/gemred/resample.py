@@ -26,6 +26,7 @@ times faster than ``scipy.ndimage.affine_transform``; other transforms use the l
 from __future__ import annotations
 
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -182,21 +183,24 @@ def _two_pass(
     rows = y0 + np.arange(nyw, dtype=np.float64)
     # Row pass: output row y, column x reads sheared column ~ x + b*y + c.
     row_starts = x0 + b * rows + c + _PAD
-    out: list[np.ndarray | None] = []
-    for k, plane in enumerate(planes):
-        if plane is None:
-            out.append(None)
-            continue
+
+    def one_plane(k: int) -> np.ndarray:
         is_dq = k == len(planes) - 1
-        padded = np.pad(plane, _PAD, mode="edge")
+        padded = np.pad(planes[k], _PAD, mode="edge")
         threshold = dq_threshold if is_dq else None
         if order == 3 and not is_dq:
             padded = ndimage.spline_filter1d(padded, 3, axis=0, mode="mirror", output=np.float32)
         sheared = _line_pass(padded, col_starts, nyw, 0, order, dq_threshold=threshold)
+        del padded
         if order == 3 and not is_dq:
             sheared = ndimage.spline_filter1d(sheared, 3, axis=1, mode="mirror", output=np.float32)
-        out.append(_line_pass(sheared, row_starts, nxw, 1, order, dq_threshold=threshold))
-    return out
+        return _line_pass(sheared, row_starts, nxw, 1, order, dq_threshold=threshold)
+
+    # scipy.ndimage and numpy release the GIL: the planes are resampled two at a time.
+    todo = [k for k, plane in enumerate(planes) if plane is not None]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        done = dict(zip(todo, pool.map(one_plane, todo), strict=True))
+    return [done.get(k) for k in range(len(planes))]
 
 
 def _general(
@@ -324,7 +328,9 @@ def _grow_no_data(dq: np.ndarray | None, interpolant: str) -> np.ndarray | None:
     if dq is None or _order(interpolant) < 3:
         return dq
     nodata = (dq & dqbits.NO_DATA) != 0
-    grown = ndimage.binary_dilation(nodata, structure=np.ones((3, 3), dtype=bool)) & ~nodata
+    # A 3x3 binary dilation, done as two separable 1-D maximum filters (much faster).
+    grown = ndimage.maximum_filter1d(nodata.view(np.uint8), 3, axis=0)
+    grown = ndimage.maximum_filter1d(grown, 3, axis=1).view(bool) & ~nodata
     return np.where(grown, dq | np.uint16(dqbits.NO_DATA), dq).astype(np.uint16)
 
 
