@@ -31,6 +31,7 @@ import datetime as dt
 import hashlib
 import os
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
@@ -378,7 +379,7 @@ class CalibrationDB:
             raise GemredInputError(msg) from None
         try:
             con.execute(f"PRAGMA busy_timeout = {int(_BUSY_TIMEOUT * 1000)}")
-            self._prepare(con)
+            _retry_when_locked(lambda: self._prepare(con))
             yield con
         except sqlite3.DatabaseError as exc:
             msg = f"{self.path}: calibration database error ({exc}); 'gemred caldb init --wipe' starts over"
@@ -418,6 +419,27 @@ class CalibrationDB:
             con.execute("ROLLBACK")
             raise
         con.execute("COMMIT")
+
+
+def _retry_when_locked(action, *, deadline: float = _BUSY_TIMEOUT) -> None:
+    """Run ``action``, retrying while SQLite reports the database locked.
+
+    Switching a new database to WAL needs an exclusive lock, and SQLite answers "database is
+    locked" at once, without its busy handler, when several processes try it together.
+    """
+    start = time.monotonic()
+    wait = 0.01
+    while True:
+        try:
+            action()
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            if time.monotonic() - start > deadline:
+                raise
+            time.sleep(wait)
+            wait = min(wait * 2, 0.5)
 
 
 def _create_tables(con: sqlite3.Connection) -> None:
