@@ -10,7 +10,7 @@ from snakemake.utils import validate
 
 from gemred.association import CalibrationRequest, match_bpm, match_calibration
 from gemred.io import GemredInputError
-from gemred.primitives.fringe import needs_fringe_correction
+from gemred.instruments.gmos import needs_fringe_correction
 from gemred.provenance import software_version
 from gemred.table import read_table
 

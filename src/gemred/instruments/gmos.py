@@ -20,6 +20,7 @@ __all__ = [
     "gain_setting",
     "read_mode",
     "FRINGE_FILTERS",
+    "needs_fringe_correction",
     "ZERO_POINTS",
     "SKY_MAG_PER_ARCSEC2",
     "OVERSCAN_COLUMNS",
@@ -39,6 +40,11 @@ BOTTOM_ROWS_EXCLUDED = 48
 
 #: Filters that need a fringe frame on Hamamatsu detectors.
 FRINGE_FILTERS = {"Hamamatsu-N": ("z", "Y"), "Hamamatsu-S": ("z", "Y")}
+
+def needs_fringe_correction(detector_name: str, filter_name: str) -> bool:
+    """Whether DRAGONS fringe-corrects this detector and filter (Hamamatsu: z and Y)."""
+    return filter_name in FRINGE_FILTERS.get(detector_name, ())
+
 
 #: Nominal zero points: magnitude that gives 1 electron per second, CCD2.
 ZERO_POINTS = {

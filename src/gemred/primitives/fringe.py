@@ -15,18 +15,12 @@ import numpy as np
 from gemred import dq
 from gemred.detection import object_mask
 from gemred.frame import Extension, Frame
-from gemred.instruments import gmos
 from gemred.io import GemredInputError
 from gemred.stacking import stack_frames
 
-__all__ = ["needs_fringe_correction", "make_fringe_frame", "fringe_scale", "fringe_correct"]
+__all__ = ["make_fringe_frame", "fringe_scale", "fringe_correct"]
 
 log = logging.getLogger(__name__)
-
-
-def needs_fringe_correction(detector_name: str, filter_name: str) -> bool:
-    """Whether DRAGONS fringe-corrects this detector and filter (Hamamatsu: z and Y)."""
-    return filter_name in gmos.FRINGE_FILTERS.get(detector_name, ())
 
 
 def _good(ext: Extension) -> np.ndarray:
