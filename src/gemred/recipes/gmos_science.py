@@ -13,6 +13,8 @@ import logging
 from collections.abc import Mapping
 from os import PathLike
 
+import numpy as np
+
 from gemred.alignment import adjust_wcs_to_reference
 from gemred.detection import detect_sources
 from gemred.frame import Frame
@@ -24,7 +26,14 @@ from gemred.recipes.gmos_calibrations import calibrate_science
 from gemred.resample import resample_to_reference
 from gemred.stacking import stack_frames
 
-__all__ = ["reduce_to_mosaic", "make_fringe", "stack_science", "detect_options", "STACK_DEFAULTS"]
+__all__ = [
+    "reduce_to_mosaic",
+    "make_fringe",
+    "stack_science",
+    "stack_variance_correlation",
+    "detect_options",
+    "STACK_DEFAULTS",
+]
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +102,23 @@ def make_fringe(
     return make_fringe_frame(frames, detect=detect_options(detect), **dict(options or {}))
 
 
+def stack_variance_correlation(frames: list[Frame]) -> float:
+    """``VARCORR`` of an average of resampled frames: theirs, weighted by each one's VAR.
+
+    A pixel of the stack sums every frame's pixel, so its VAR is the sum of theirs and a sum
+    over many stack pixels has the variance of the frames' sums; each frame's share of the
+    VAR scales by its own correlation factor. Frames without the keyword count as 1.
+    """
+    shares, factors = [], []
+    for frame in frames:
+        ext = frame[0]
+        good = (ext.dq == 0) if ext.dq is not None else np.ones(ext.shape, dtype=bool)
+        shares.append(float(np.median(ext.var[good])) if ext.var is not None and good.any() else 0.0)
+        factors.append(float(ext.header.get("VARCORR", 1.0)))
+    total = sum(shares)
+    return sum(s * f for s, f in zip(shares, factors, strict=True)) / total if total > 0 else 1.0
+
+
 def stack_science(
     mosaics: list[Frame],
     *,
@@ -126,6 +152,10 @@ def stack_science(
     frames = flag_cosmic_rays_by_stacking(frames, detect=detect_options(detect), **dict(cosmic_rays or {}))
     frames = scale_counts_to_reference(frames)
     stacked = stack_frames(frames, **{**STACK_DEFAULTS, **dict(stack or {})})
+    stacked[0].header["VARCORR"] = (
+        stack_variance_correlation(frames),
+        "Variance of a many-pixel sum / sum of its VAR",
+    )
     stacked[0].objcat = detect_sources(stacked[0], **detect_options(detect))
     stacked[0].header["BUNIT"] = "electron"
     stacked.stamp("PROCSCI", "UT time stamp: processed science")
