@@ -225,6 +225,24 @@ def test_cli_reduce_refuses_before_any_job(tutorial, tmp_path) -> None:
     assert not (tmp_path / ".gemred" / "products").exists()
 
 
+def test_cli_reduce_bad_value_and_failed_job(tutorial, tmp_path) -> None:
+    """A value the config schema refuses stops the run before any job; a failed job says so."""
+    flats = [str(tutorial["raw"] / f"N20170702S01{i}.fits") for i in range(78, 83)]
+    bad = _gemred(["reduce", *flats, "-p", "stackFlats:reject_method=bogus"], tmp_path, tmp_path / "a.db")
+    assert bad.returncode == 2
+    assert "'bogus' is not one of" in bad.stderr and "reject_method" in bad.stderr
+    assert not (tmp_path / ".gemred" / "products").exists()
+    not_fits = tmp_path / "not_a_bias.fits"
+    not_fits.write_text("not FITS")
+    user_cal = ["--user_cal", f"processed_bias:{not_fits}"]
+    failed = _gemred(["reduce", *flats, *user_cal], tmp_path, tmp_path / "a.db")
+    assert failed.returncode == 1
+    assert "gemred: error: a job of the workflow failed" in failed.stderr
+    log = tmp_path / ".gemred" / "products" / "logs" / "master_flat" / "N20170702S0178.log"
+    assert "not_a_bias.fits" in log.read_text()
+    assert not (tmp_path / "N20170702S0178_flat.fits").exists()
+
+
 def test_cli_reduce_help_has_examples(capsys) -> None:
     from gemred.cli import main
 

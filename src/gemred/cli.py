@@ -299,15 +299,19 @@ def _add_reduce_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_reduce(args: argparse.Namespace) -> int:
-    from gemred.reduce import Reduce
+    from gemred.reduce import Reduce, ReduceError
 
     reduction = Reduce(cores=args.cores)
     reduction.files.extend(_expand_inputs(args.files))
     reduction.uparms.extend(args.uparms)
     reduction.ucals = list(args.ucals)
     reduction.recipename = args.recipe
-    for name in reduction.runr():
-        print(name)
+    try:
+        names = reduction.runr()
+    except ReduceError as exc:
+        print(f"gemred: error: {exc}", file=sys.stderr)
+        return 1
+    print("\n".join(names))
     return 0
 
 

@@ -326,11 +326,12 @@ def _run_workflow(config: dict, targets: list[str], *, work: Path, cores: int) -
             dag = workflow.dag(DAGSettings(targets=frozenset(targets)))
             dag.execute_workflow(executor="local")
     except WorkflowError as exc:
+        # Snakemake raises the same error for a bad plan and for a failed job; these are its words
+        # for the latter (the plan, with every input check, is made before any job starts).
+        if "did not complete successfully" in str(exc):
+            msg = f"a job of the workflow failed; its log is under {work / _OUTPUT_DIR / 'logs'}"
+            raise ReduceError(msg) from exc
         raise GemredInputError(str(exc)) from None
-    except Exception as exc:
-        logs = work / _OUTPUT_DIR / "logs"
-        msg = f"the workflow failed ({type(exc).__name__}: {exc}); the job logs are in {logs}"
-        raise ReduceError(msg) from exc
 
 
 def _publish(product: Path) -> str:
