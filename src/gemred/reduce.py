@@ -34,7 +34,16 @@ import yaml
 from gemred.io import GemredInputError, atomic_output
 from gemred.logutils import get_logger
 
-__all__ = ["RECIPES", "Reduce", "ReduceError", "parse_uparms", "parse_ucals", "workflow_snakefile"]
+__all__ = [
+    "CALIBRATION_TYPES",
+    "RECIPES",
+    "Reduce",
+    "ReduceError",
+    "default_config",
+    "parse_ucals",
+    "parse_uparms",
+    "workflow_snakefile",
+]
 
 #: Recipes per role of the input files, the default first: the product each makes, under the
 #: workflow's output folder (``{group}``: the group's first frame). The workflow's rules
@@ -90,7 +99,13 @@ def workflow_snakefile() -> Path:
 
 
 def default_config() -> dict:
-    """The workflow's default settings (``config/config.yaml`` of the source tree)."""
+    """The workflow's default settings.
+
+    Returns
+    -------
+    dict
+        ``config/config.yaml`` of gemred's source tree, as read by the workflow.
+    """
     path = workflow_snakefile().parent / "config" / "config.yaml"
     with open(path) as fh:
         return yaml.safe_load(fh)
