@@ -325,3 +325,17 @@ def test_recipe_must_exist_for_the_files(gmos_starfield_small, tmp_path, monkeyp
     with pytest.raises(GemredInputError, match=expected):
         r.runr()
     assert not (tmp_path / ".gemred" / "products").exists()
+
+
+def test_import_gemred_stays_cheap() -> None:
+    """Every workflow job imports gemred: Reduce and dataselect load only when first used."""
+    probe = (
+        "import sys, gemred\n"
+        "top = {m.split('.')[0] for m in sys.modules}\n"
+        "heavy = sorted(top & {'numpy', 'pandas', 'snakemake', 'astropy'})\n"
+        "loaded = 'gemred.reduce' in sys.modules or 'gemred.dataselect' in sys.modules\n"
+        "from gemred import Reduce, dataselect\n"
+        "print(heavy, loaded, Reduce.__module__, dataselect.__name__)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["[]", "False", "gemred.reduce", "gemred.dataselect"]
