@@ -15,4 +15,4 @@ def main(smk) -> None:
     write_frame(bias, smk.output[0])
 
 
-run_job(snakemake, main)  # noqa: F821  (Snakemake injects `snakemake`)
+run_job(snakemake, main, calibration=True)  # noqa: F821  (Snakemake injects `snakemake`)

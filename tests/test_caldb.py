@@ -304,3 +304,19 @@ def test_cli_help_has_examples(capsys) -> None:
     assert exit_.value.code == 0
     out = capsys.readouterr().out
     assert "examples:" in out and "gemred caldb add" in out and "init" in out and "remove" in out
+
+
+def test_refusals_list_the_nearest_candidates_first(processed, tmp_path) -> None:
+    db = CalibrationDB(tmp_path / "cal.db")
+    # In time order b0, b2, b1; by distance to the observation (2017-06-14) b2, b1, b0.
+    dates = ("2016-01-01", "2017-12-01", "2017-03-01")
+    copies = [
+        _small_copy(processed["bias"], tmp_path / f"b{i}_bias.fits", **{"DATE-OBS": day})
+        for i, day in enumerate(dates)
+    ]
+    db.add(copies)
+    with pytest.raises(GemredInputError) as err:
+        db.find("processed_bias", _science(processed))
+    message = str(err.value)
+    order = [message.index(f"b{i}_bias.fits: ") for i in (2, 1, 0)]
+    assert order == sorted(order) and "more than the 90-day window" in message

@@ -311,7 +311,7 @@ class CalibrationDB:
         rules = match_kind(kind, descriptors.get("instrument"))
         window = WINDOW_DAYS[rules] if window_days is None else window_days
         table = self.list()
-        rows = table[table["kind"] == kind]
+        rows = _nearest_first(table[table["kind"] == kind], descriptors.get("ut_datetime"))
         candidates = [(row["path"], row) for _, row in rows.iterrows()]
         accepted, refused = rank_candidates(rules, descriptors, candidates, window_days=window)
         if accepted:
@@ -419,6 +419,16 @@ class CalibrationDB:
             con.execute("ROLLBACK")
             raise
         con.execute("COMMIT")
+
+
+def _nearest_first(rows: pd.DataFrame, when: object) -> pd.DataFrame:
+    """Rows sorted by their time difference to ``when`` (so refusals list the nearest first)."""
+    moment = pd.to_datetime(when, errors="coerce")
+    if pd.isna(moment):
+        return rows
+    gap = (pd.to_datetime(rows["ut_datetime"], errors="coerce") - moment.tz_localize(None)).abs()
+    order = gap.sort_values(kind="stable", na_position="last").index
+    return rows.loc[order]
 
 
 def _retry_when_locked(action, *, deadline: float = _BUSY_TIMEOUT) -> None:

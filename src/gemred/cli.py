@@ -56,6 +56,7 @@ def _build_parser() -> argparse.ArgumentParser:
             "gemred table raw/ -o dataset.tsv",
             "gemred select raw/*.fits --tags BIAS -o biases.lis",
             "gemred show raw/*.fits -d object,exposure_time",
+            "gemred reduce @biases.lis",
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -256,6 +257,64 @@ def _run_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- gemred reduce ------------------------------------------------------------------------
+
+
+def _add_reduce_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = _subparser(
+        subparsers,
+        "reduce",
+        "Reduce raw files with the workflow and write the products here (DRAGONS reduce).",
+        "gemred reduce @biases.lis                 # -> N20170613S0180_bias.fits",
+        "gemred reduce @flats.lis                  # bias from the calibration database",
+        "gemred reduce @science.lis -p stackFrames:reject_method=minmax",
+        "gemred reduce @science.lis --user_cal processed_bias:N20170613S0180_bias.fits",
+        "gemred reduce @science.lis -r makeProcessedFringe",
+    )
+    parser.add_argument("files", nargs="+", metavar="FILE", help="raw FITS files, or @list files naming them")
+    parser.add_argument(
+        "-p",
+        "--param",
+        dest="uparms",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="PRIMITIVE:PARAM=VALUE",
+        help="set a primitive's parameter (a block of config/config.yaml), e.g. stackFrames:nlow=1",
+    )
+    parser.add_argument(
+        "--user_cal",
+        "--user-cal",
+        dest="ucals",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="TYPE:FILE",
+        help="use this calibration for every frame; TYPE is processed_bias, processed_flat, "
+        "processed_fringe or bpm",
+    )
+    parser.add_argument("-r", "--recipe", metavar="NAME", help="recipe, where a kind of file has several")
+    parser.add_argument("--cores", type=int, metavar="N", help="cores the workflow may use (default: all)")
+    parser.set_defaults(run=_run_reduce)
+
+
+def _run_reduce(args: argparse.Namespace) -> int:
+    from gemred.reduce import Reduce, ReduceError
+
+    reduction = Reduce(cores=args.cores)
+    reduction.files.extend(_expand_inputs(args.files))
+    reduction.uparms.extend(args.uparms)
+    reduction.ucals = list(args.ucals)
+    reduction.recipename = args.recipe
+    try:
+        names = reduction.runr()
+    except ReduceError as exc:
+        print(f"gemred: error: {exc}", file=sys.stderr)
+        return 1
+    print("\n".join(names))
+    return 0
+
+
 # --- gemred caldb -------------------------------------------------------------------------
 
 
@@ -340,6 +399,7 @@ _SUBCOMMANDS = (
     _add_table_parser,
     _add_select_parser,
     _add_show_parser,
+    _add_reduce_parser,
     _add_caldb_parser,
 )
 

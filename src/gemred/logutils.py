@@ -67,7 +67,7 @@ def options(mapping: dict | None) -> dict:
     return {key: value for key, value in (mapping or {}).items() if value is not None}
 
 
-def run_job(smk, main) -> None:
+def run_job(smk, main, *, calibration: bool = False) -> None:
     """Run a Snakemake script's ``main(smk)`` with the job's log file, timing and a logged traceback.
 
     Parameters
@@ -76,6 +76,10 @@ def run_job(smk, main) -> None:
         The object Snakemake gives a ``script:`` rule.
     main : callable
         The job's work.
+    calibration : bool, optional
+        The job's outputs are processed calibrations: unless the config says
+        ``calibrations: store: false``, they are added to the calibration database
+        (``calibrations: caldb``) in one transaction once made.
     """
     import time
 
@@ -86,7 +90,21 @@ def run_job(smk, main) -> None:
     logger.info("rule %s (gemred %s): %s", smk.rule, software_version(), ", ".join(map(str, smk.output)))
     try:
         main(smk)
+        if calibration:
+            _store(smk, logger)
     except Exception:
         logger.exception("rule %s failed", smk.rule)
         raise
     logger.info("rule %s done in %.2f s", smk.rule, time.perf_counter() - start)
+
+
+def _store(smk, logger: logging.Logger) -> None:
+    """Add a job's processed calibrations to the calibration database the config names."""
+    settings = smk.config.get("calibrations") or {}
+    if not settings.get("store", True):
+        return
+    from gemred.caldb import CalibrationDB
+
+    db = CalibrationDB(settings.get("caldb"))
+    for path in db.add(smk.output):
+        logger.info("stored %s in the calibration database %s", path, db.path)

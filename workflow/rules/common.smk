@@ -2,6 +2,7 @@
 # Nothing here runs a job: it reads and checks the inputs so that a bad table stops the
 # workflow before the first job, with a message that names the file to fix.
 
+import functools
 import os
 import re
 
@@ -9,6 +10,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from gemred.association import CalibrationRequest, match_bpm, match_calibration
+from gemred.caldb import CalibrationDB
 from gemred.io import GemredInputError
 from gemred.instruments.gmos import needs_fringe_correction
 from gemred.provenance import software_version
@@ -82,24 +84,55 @@ def first_row(group, roles=None):
     return members(group, roles).iloc[0].to_dict()
 
 
-def calibration_group(group, kind, roles):
-    """Name of the calibration group of ``kind`` that serves ``group`` (stops the run if none)."""
+# Calibrations the table cannot provide come from this database (config, $GEMRED_CALDB or per user).
+CALDB = CalibrationDB(config["calibrations"]["caldb"])
+
+# Kind of processed calibration in the database, per kind of raw calibration in the table.
+STORED_KIND = {
+    "bias": "processed_bias",
+    "twilight_flat": "processed_flat",
+    "bpm": "bpm",
+}
+
+
+@functools.cache
+def stored_calibration(kind, group, roles, table_refusal=None):
+    """Best match in the calibration database for a group; stops the run if none or if changed.
+
+    ``table_refusal`` says why the table had none; it is repeated in the message.
+    """
+    row = first_row(group, None if roles is None else list(roles))
     try:
-        return match_calibration(
+        found = CALDB.find(STORED_KIND[kind], row, required=table_refusal is not None)
+    except GemredInputError as exc:
+        raise WorkflowError(
+            f"{table_refusal}\n{exc}" if table_refusal else str(exc)
+        ) from None
+    return os.fspath(found) if found else None
+
+
+def made_or_stored(kind, group, roles):
+    """Processed calibration of ``kind`` for a group: made in this run from the table, else stored."""
+    try:
+        source = match_calibration(
             FRAMES, CalibrationRequest(kind, group, first_row(group, roles))
         )
     except GemredInputError as exc:
-        raise WorkflowError(str(exc)) from None
+        return stored_calibration(kind, group, tuple(roles), str(exc))
+    return processed(kind.removeprefix("twilight_"), source)
 
 
 def bpm_file(group, roles=None):
-    """The static BPM for a group: the config's, else the table's best match, else none."""
+    """The static BPM for a group: the config's, else the table's best match, else the database's."""
     if config["calibrations"]["bpm"]:
         return [config["calibrations"]["bpm"]]
+    key = None if roles is None else tuple(roles)
     try:
         found = match_bpm(FRAMES, group, first_row(group, roles))
     except GemredInputError as exc:
-        raise WorkflowError(str(exc)) from None
+        return [stored_calibration("bpm", group, key, str(exc))]
+    if found is None:
+        found = stored_calibration("bpm", group, key)
     return [found] if found else []
 
 
@@ -118,14 +151,12 @@ def bias_inputs(wildcards):
 
 def bias_for(group, roles):
     explicit = config["calibrations"]["processed_bias"]
-    return explicit or processed("bias", calibration_group(group, "bias", roles))
+    return explicit or made_or_stored("bias", group, roles)
 
 
 def flat_for(group):
     explicit = config["calibrations"]["processed_flat"]
-    return explicit or processed(
-        "flat", calibration_group(group, "twilight_flat", ["science"])
-    )
+    return explicit or made_or_stored("twilight_flat", group, ["science"])
 
 
 def flat_inputs(wildcards):
