@@ -1,13 +1,13 @@
 """Rule stack_science: the mosaics of one science group aligned and stacked into ``_image``."""
 
-from gemred.io import read_frame, write_frame
+from gemred.io import write_frame
 from gemred.logutils import options, run_job
 from gemred.recipes.gmos_science import stack_science
 
 
 def main(smk) -> None:
     stacked = stack_science(
-        [read_frame(path) for path in smk.input.frames],
+        list(smk.input.frames),  # read one at a time by the recipe, bounding memory
         align=options(smk.params.align),
         resample=options(smk.params.resample),
         cosmic_rays=options(smk.params.cosmic_rays),
