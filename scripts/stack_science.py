@@ -1,4 +1,5 @@
-"""Rule stack_science: the mosaics of one science group aligned and stacked into ``_image``."""
+"""Rule stack_science: the mosaics of one science group aligned and stacked into ``_image``,
+with its PNG preview."""
 
 from gemred.io import write_frame
 from gemred.logutils import options, run_job
@@ -13,8 +14,9 @@ def main(smk) -> None:
         cosmic_rays=options(smk.params.cosmic_rays),
         stack=options(smk.params.stack),
         detect=options(smk.params.detect),
+        preview=smk.output.preview,
     )
-    write_frame(stacked, smk.output[0])
+    write_frame(stacked, smk.output.image)
 
 
 run_job(snakemake, main)  # noqa: F821  (Snakemake injects `snakemake`)

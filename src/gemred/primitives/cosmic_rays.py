@@ -84,8 +84,17 @@ def flag_cosmic_rays_by_stacking(
     for frame, offset, good in zip(frames, offsets, usable, strict=True):
         ext = frame[0]
         image = ext.sci
-        noise = np.sqrt(np.maximum(ext.var, 0)) if ext.var is not None else np.nanstd(image - median)
-        hits = good & ~protected & (image - offset - median > hsigma * noise)
+        excess = image - offset
+        excess -= median
+        if ext.var is not None:
+            limit = np.sqrt(np.maximum(ext.var, 0))
+            limit *= hsigma
+        else:
+            limit = hsigma * np.nanstd(image - median)
+        hits = excess > limit
+        del excess, limit
+        hits &= good
+        hits &= ~protected
         if dilation and hits.any():
             # A (2 * dilation + 1)-square dilation (the 3x3 structure applied `dilation` times),
             # as two separable 1-D maximum filters.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from os import PathLike
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from gemred.detection import detect_sources
 from gemred.frame import Extension, Frame
 from gemred.io import open_raw, read_frame, root_name
 from gemred.mosaic import mosaic_gmos
+from gemred.preview import write_preview
 from gemred.primitives.cosmic_rays import flag_cosmic_rays_by_stacking
 from gemred.primitives.fringe import fringe_correct, make_fringe_frame
 from gemred.primitives.scaling import scale_counts_to_reference
@@ -117,6 +119,7 @@ def stack_science(
     cosmic_rays: Mapping | None = None,
     stack: Mapping | None = None,
     detect: Mapping | None = None,
+    preview: PathLike | None = None,
 ) -> Frame:
     """Align, resample, clean and stack the mosaics of one group into the ``_image`` product.
 
@@ -133,6 +136,9 @@ def stack_science(
         :func:`~gemred.primitives.cosmic_rays.flag_cosmic_rays_by_stacking`,
         :func:`~gemred.stacking.stack_frames` (defaults :data:`STACK_DEFAULTS`) and
         :func:`~gemred.detection.detect_sources`.
+    preview : path-like, optional
+        Also write a zscale PNG of the stack here (:func:`~gemred.preview.write_preview`),
+        drawn on a second thread while the stack's sources are detected.
 
     Returns
     -------
@@ -150,8 +156,15 @@ def stack_science(
     frames = flag_cosmic_rays_by_stacking(frames, detect=detect_options(detect), **dict(cosmic_rays or {}))
     frames = scale_counts_to_reference(frames)
     stacked = stack_frames(frames, **{**STACK_DEFAULTS, **dict(stack or {})})
-    stacked[0].objcat = detect_sources(stacked[0], **detect_options(detect))
+    del frames
     stacked[0].header["BUNIT"] = "electron"
+    # Drawing reads the stack's planes and header, which detection leaves unchanged; sep frees
+    # the GIL, so the two overlap.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        drawn = None if preview is None else pool.submit(write_preview, stacked, preview)
+        stacked[0].objcat = detect_sources(stacked[0], **detect_options(detect))
+        if drawn is not None:
+            drawn.result()
     stacked.stamp("PROCSCI", "UT time stamp: processed science")
     log.info("%s: stack of %d frames, %d sources", stacked.root, len(mosaics), len(stacked[0].objcat))
     return stacked
