@@ -10,7 +10,9 @@ In one run it measures:
    job's time (``rule X done in N s`` in its log, and its process lifetime, which adds Python
    start-up and imports) and each job's peak RSS. Peak RSS is the kernel's high-water mark
    (``VmHWM``) of every process under Snakemake, polled every 0.05 s; a job is recognised by the
-   temporary script Snakemake runs (``.snakemake/scripts/tmpXXXX.<rule>.py``).
+   temporary script Snakemake runs (``.snakemake/scripts/tmpXXXX.<rule>.py``). Each job's CPU
+   seconds (user + system, all its threads) are polled the same way, so they can miss a job's
+   last 0.05 s; they depend much less than wall seconds on what else runs on the machine.
 2. The I/O floor: reading every raw input once (astropy, every HDU's data loaded) plus writing
    every FITS product once (their HDU lists, loaded beforehand, written to a scratch folder).
 3. A plain ccdproc baseline doing the same volume of work in one process: per amplifier
@@ -76,21 +78,28 @@ def _peak_rss_mb(proc) -> float:
     return proc.memory_info().rss / 2**20
 
 
+def _cpu_seconds(proc) -> float:
+    """User plus system CPU seconds of a psutil process so far (all its threads)."""
+    times = proc.cpu_times()
+    return times.user + times.system
+
+
 def run_monitored(cmd: list[str], cwd: Path, log_path: Path) -> dict:
     """Run ``cmd``, polling its process tree; return wall seconds, its peak RSS and each job's.
 
     Returns
     -------
     dict
-        ``seconds``, ``returncode``, ``peak_mb`` (the command's own process), ``tree_peak_mb``
-        (largest sum of RSS over the tree at one poll) and ``jobs``: one entry per Snakemake job
-        script seen, with its ``rule``, ``peak_mb``, ``start`` and ``end`` (seconds from launch).
+        ``seconds``, ``returncode``, ``peak_mb`` and ``cpu_s`` (the command's own process),
+        ``tree_peak_mb`` (largest sum of RSS over the tree at one poll) and ``jobs``: one entry
+        per Snakemake job script seen, with its ``rule``, ``peak_mb``, ``cpu_s``, ``start`` and
+        ``end`` (seconds from launch).
     """
     import psutil
 
     jobs: dict[str, dict] = {}
     names: dict[int, str | None] = {}
-    peak_self = tree_peak = 0.0
+    peak_self = tree_peak = cpu_self = 0.0
     with open(log_path, "w") as log:
         start = time.perf_counter()
         popen = subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
@@ -99,6 +108,7 @@ def run_monitored(cmd: list[str], cwd: Path, log_path: Path) -> dict:
             now = time.perf_counter() - start
             try:
                 peak_self = max(peak_self, _peak_rss_mb(root))
+                cpu_self = max(cpu_self, _cpu_seconds(root))
                 children = root.children(recursive=True)
             except psutil.Error:
                 children = []
@@ -110,13 +120,16 @@ def run_monitored(cmd: list[str], cwd: Path, log_path: Path) -> dict:
                         names[child.pid] = match.group(1) if match else None
                     tree_rss += child.memory_info().rss / 2**20
                     peak = _peak_rss_mb(child)
+                    cpu = _cpu_seconds(child)
                 except psutil.Error:
                     continue
                 key = names[child.pid]
                 if key is None:
                     continue
-                job = jobs.setdefault(key, {"rule": key.split(".")[1], "peak_mb": 0.0, "start": now})
+                new = {"rule": key.split(".")[1], "peak_mb": 0.0, "cpu_s": 0.0, "start": now}
+                job = jobs.setdefault(key, new)
                 job["peak_mb"] = max(job["peak_mb"], peak)
+                job["cpu_s"] = max(job["cpu_s"], cpu)
                 job["end"] = now
             tree_peak = max(tree_peak, tree_rss)
             time.sleep(POLL_SECONDS)
@@ -125,6 +138,7 @@ def run_monitored(cmd: list[str], cwd: Path, log_path: Path) -> dict:
         "seconds": seconds,
         "returncode": popen.returncode,
         "peak_mb": peak_self,
+        "cpu_s": cpu_self,
         "tree_peak_mb": tree_peak,
         "jobs": list(jobs.values()),
     }
@@ -182,7 +196,7 @@ def run_workflow(workdir: Path, table: Path, cores: int) -> dict:
 
 
 def per_rule(result: dict) -> dict[str, dict]:
-    """Per rule: job count, logged seconds (sum, max), process lifetime sum and peak RSS."""
+    """Per rule: job count, logged seconds (sum, max), process lifetime and CPU sums, peak RSS."""
     rules: dict[str, dict] = {}
     for rule, seconds in result["logged_seconds"].items():
         rules[rule] = {"jobs": len(seconds), "logged_sum": sum(seconds), "logged_max": max(seconds)}
@@ -190,6 +204,7 @@ def per_rule(result: dict) -> dict[str, dict]:
         entry = rules.setdefault(job["rule"], {"jobs": 0, "logged_sum": 0.0, "logged_max": 0.0})
         entry["process_sum"] = entry.get("process_sum", 0.0) + job["end"] - job["start"]
         entry["peak_mb"] = max(entry.get("peak_mb", 0.0), job["peak_mb"])
+        entry["cpu_s"] = entry.get("cpu_s", 0.0) + job["cpu_s"]
     return rules
 
 
@@ -432,12 +447,17 @@ def print_report(results: dict) -> None:
     first = results["workflow"]["first_job_start"]
     if first is not None:
         print(f"snakemake start-up (launch to first job): {first:.1f} s")
-    print(f"\n{'rule':16s}{'jobs':>5s}{'logged s':>10s}{'max job s':>10s}{'process s':>10s}{'peak MB':>9s}")
+    print(f"\n{'rule':16s}{'jobs':>5s}{'logged s':>10s}{'max job s':>10s}{'process s':>10s}"
+          f"{'CPU s':>8s}{'peak MB':>9s}")
     for rule, entry in sorted(results["rules"].items(), key=lambda kv: -kv[1]["logged_sum"]):
         print(f"{rule:16s}{entry['jobs']:5d}{entry['logged_sum']:10.1f}{entry['logged_max']:10.1f}"
-              f"{entry.get('process_sum', float('nan')):10.1f}{entry.get('peak_mb', float('nan')):9.0f}")
+              f"{entry.get('process_sum', float('nan')):10.1f}{entry.get('cpu_s', float('nan')):8.1f}"
+              f"{entry.get('peak_mb', float('nan')):9.0f}")
+    jobs_cpu = sum(job["cpu_s"] for job in results["workflow"]["jobs"])
+    print(f"CPU seconds: all jobs {jobs_cpu:.1f}, snakemake itself {results['workflow']['cpu_s']:.1f}, "
+          f"ccdproc baseline {results['baseline']['cpu_s']:.1f}")
     print("(logged s: sum of 'done in' over the rule's jobs; process s: sum of job process lifetimes, "
-          "with interpreter start-up and imports)")
+          "with interpreter start-up and imports; CPU s: user + system of the rule's jobs, polled)")
 
 
 def main() -> None:
@@ -474,7 +494,7 @@ def main() -> None:
     baseline = run_monitored(cmd, workdir, workdir / "baseline.log")
     if baseline["returncode"] != 0:
         sys.exit(f"ccdproc baseline failed; see {workdir / 'baseline.log'}")
-    results["baseline"] = {key: baseline[key] for key in ("seconds", "peak_mb")}
+    results["baseline"] = {key: baseline[key] for key in ("seconds", "peak_mb", "cpu_s")}
     results["load_after"] = load_average()
     results["dragons"] = {"total_s": DRAGONS_TOTAL, "recipes_s": DRAGONS_SECONDS, "peak_mb": DRAGONS_PEAK_MB}
 

@@ -237,3 +237,26 @@ def test_resample_rejects_bad_input():
         resample_to_reference([frame], interpolant="lanczos")
     with pytest.raises(ValueError, match="single extension"):
         resample_to_reference([Frame(frame.phu, frame.extensions * 2, "two")])
+
+
+def test_pixels_loaded_one_frame_at_a_time_give_the_same_result(resampled):
+    aligned, out = resampled
+    # Frames that hold only headers and shapes; the planes come from the loader, in order.
+    bare = [
+        Frame(f.phu, [Extension(np.broadcast_to(np.float32(0), f[0].shape), f[0].header)], f.root)
+        for f in aligned
+    ]
+    asked = []
+
+    def pixels(index):
+        asked.append(index)
+        return aligned[index][0]
+
+    lazy = resample_to_reference(bare, pixels=pixels)
+    assert asked == [0, 1]
+    for a, b in zip(out, lazy, strict=True):
+        np.testing.assert_array_equal(a[0].sci, b[0].sci)
+        np.testing.assert_array_equal(a[0].var, b[0].var)
+        np.testing.assert_array_equal(a[0].dq, b[0].dq)
+    with pytest.raises(ValueError, match="pixels of shape"):
+        resample_to_reference(bare, pixels=lambda _: Extension(np.zeros((3, 3), np.float32), fits.Header()))

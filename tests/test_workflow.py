@@ -79,7 +79,6 @@ def test_dry_run_from_repo_root_plans_the_gmos_reduction(dataset, tmp_path):
         "master_flat": 1,
         "mosaic_frame": 5,
         "stack_science": 1,
-        "preview": 1,
     }
     for product in (
         "calibrations/N20170613S0180_bias.fits",

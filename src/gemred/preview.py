@@ -7,7 +7,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from astropy.visualization import ZScaleInterval
 
 from gemred import dq
 from gemred.frame import Frame
@@ -37,10 +36,11 @@ def write_preview(
     pathlib.Path
         The PNG written.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # Imported here: astropy.visualization brings in matplotlib, which only this job needs.
+    # The object-oriented API without pyplot has no global figure state (safe in a worker
+    # thread) and imports less.
+    from astropy.visualization import ZScaleInterval
+    from matplotlib.figure import Figure
 
     ext = frame[0]
     image = ext.sci.astype(np.float32)
@@ -56,12 +56,12 @@ def write_preview(
     finite = image[np.isfinite(image)]
     vmin, vmax = ZScaleInterval().get_limits(finite) if finite.size else (0.0, 1.0)
     height = 8.0 * image.shape[0] / image.shape[1]
-    fig, ax = plt.subplots(figsize=(8.0, max(2.0, height) + 0.6))
+    fig = Figure(figsize=(8.0, max(2.0, height) + 0.6))
+    ax = fig.subplots()
     ax.imshow(image, origin="lower", cmap="gray", vmin=vmin, vmax=vmax, interpolation="nearest")
     ax.set_title(title or f"{frame.root} ({ext.header.get('BUNIT', '')}, zscale)")
     ax.set_xticks([])
     ax.set_yticks([])
     with atomic_output(path) as tmp:
         fig.savefig(tmp, dpi=100, bbox_inches="tight", format="png")
-    plt.close(fig)
     return Path(path)

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import functools
 import warnings
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -74,6 +75,8 @@ _AFFINE_TOLERANCE = 0.01
 _PAD = 4
 #: DQ bits of input pixels whose values are replaced before interpolation (see module doc).
 FILLED_BITS = dqbits.BAD_PIXEL | dqbits.COSMIC_RAY | dqbits.UNILLUMINATED | dqbits.NO_DATA
+#: Output rows per band when finding the covered pixels.
+_COVER_ROWS = 256
 
 
 @dataclass
@@ -388,18 +391,37 @@ def resample_arrays(
     planes: list[np.ndarray | None] = [sci, var, dq_in]
     method = _two_pass if _shear_ok(matrix, shape) else _general
     out_sci, out_var, out_dq = method(planes, matrix, offset, origin, shape, order, dq_threshold)
-    yy = origin[0] + np.arange(shape[0], dtype=np.float64)[:, None]
-    xx = origin[1] + np.arange(shape[1], dtype=np.float64)[None, :]
-    py = matrix[0, 0] * yy + matrix[0, 1] * xx + offset[0]
-    px = matrix[1, 0] * yy + matrix[1, 1] * xx + offset[1]
-    ny, nx = sci.shape
-    covered = (py >= -0.5) & (py < ny - 0.5) & (px >= -0.5) & (px < nx - 0.5)
+    covered = _covered(matrix, offset, origin, shape, sci.shape)
     out_sci[~covered] = 0.0
     out_dq[~covered] = dqbits.NO_DATA
     if out_var is not None:
         np.maximum(out_var, 0.0, out=out_var)
         out_var[~covered] = 0.0
     return Resampled(window, out_sci, out_var, out_dq, covered)
+
+
+def _covered(
+    matrix: np.ndarray,
+    offset: np.ndarray,
+    origin: tuple[int, int],
+    shape: tuple[int, int],
+    in_shape: tuple[int, int],
+) -> np.ndarray:
+    """Output pixels of the window whose centre maps inside the input array.
+
+    Computed in row bands so that the float64 input coordinates never exist for the whole
+    window at once.
+    """
+    ny, nx = in_shape
+    covered = np.empty(shape, dtype=bool)
+    xx = origin[1] + np.arange(shape[1], dtype=np.float64)[None, :]
+    for start in range(0, shape[0], _COVER_ROWS):
+        stop = min(start + _COVER_ROWS, shape[0])
+        yy = origin[0] + np.arange(start, stop, dtype=np.float64)[:, None]
+        py = matrix[0, 0] * yy + matrix[0, 1] * xx + offset[0]
+        px = matrix[1, 0] * yy + matrix[1, 1] * xx + offset[1]
+        covered[start:stop] = (py >= -0.5) & (py < ny - 0.5) & (px >= -0.5) & (px < nx - 0.5)
+    return covered
 
 
 def _grow_flags(dq: np.ndarray, order: int) -> np.ndarray:
@@ -556,6 +578,31 @@ def pixel_transform(
     return matrix, offset, residual
 
 
+def _resample_into(
+    ext: Extension,
+    matrix: np.ndarray,
+    offset: np.ndarray,
+    planes: tuple[np.ndarray, np.ndarray | None, np.ndarray],
+    *,
+    interpolant: str,
+    dq_threshold: float,
+) -> None:
+    """Resample one extension's planes and paste them into output ``planes``."""
+    sci, var, dq = planes
+    part = resample_arrays(
+        ext.sci,
+        ext.var,
+        ext.dq,
+        matrix,
+        offset,
+        sci.shape,
+        interpolant=interpolant,
+        dq_threshold=dq_threshold,
+    )
+    if part is not None:
+        part.paste(sci, var, dq)
+
+
 def _single_extension(frames: list[Frame], what: str) -> None:
     if not frames:
         msg = f"{what}: no frames given"
@@ -577,6 +624,7 @@ def resample_to_reference(
     trim_data: bool = False,
     conserve: bool = True,
     dq_threshold: float = 0.001,
+    pixels: Callable[[int], Extension] | None = None,
 ) -> list[Frame]:
     """Resample single-extension frames onto one pixel grid (DRAGONS ``resampleToCommonFrame``).
 
@@ -603,6 +651,11 @@ def resample_to_reference(
         ``JFACTOR``) and VAR by its square. For frames of one pixel scale it is 1 within 1e-6.
     dq_threshold : float
         See :func:`resample_arrays`.
+    pixels : callable, optional
+        ``pixels(i)`` gives the extension whose SCI, VAR and DQ are resampled for frame ``i``
+        (its header is not used), called once per frame in order; the frames themselves then
+        only need headers and shapes. This bounds memory: a caller that reads each frame's
+        planes here holds one input at a time. By default the frames' own planes are used.
 
     Returns
     -------
@@ -647,7 +700,10 @@ def resample_to_reference(
     header["DATASEC"] = (f"[1:{shape[1]},1:{shape[0]}]", "Data section")
     results = []
     for index, (frame, (matrix, offset, _)) in enumerate(zip(frames, transforms, strict=True)):
-        ext = frame[0]
+        ext = frame[0] if pixels is None else pixels(index)
+        if ext.shape != frame[0].shape:
+            msg = f"{frame.root}: pixels of shape {ext.shape} given for a frame of shape {frame[0].shape}"
+            raise ValueError(msg)
         sci = np.zeros(shape, dtype=np.float32)
         var = None if ext.var is None else np.zeros(shape, dtype=np.float32)
         dq = np.full(shape, dqbits.NO_DATA, dtype=np.uint16)
@@ -664,18 +720,8 @@ def resample_to_reference(
         else:
             shifted = offset + matrix @ lo.astype(np.float64)
             varcorr = variance_correlation(matrix, shifted, shape, _order(interpolant))
-            part = resample_arrays(
-                ext.sci,
-                ext.var,
-                ext.dq,
-                matrix,
-                shifted,
-                shape,
-                interpolant=interpolant,
-                dq_threshold=dq_threshold,
-            )
-            if part is not None:
-                part.paste(sci, var, dq)
+            planes = (sci, var, dq)
+            _resample_into(ext, matrix, shifted, planes, interpolant=interpolant, dq_threshold=dq_threshold)
             if jfactor != 1.0:
                 sci *= jfactor
                 if var is not None:
@@ -684,10 +730,11 @@ def resample_to_reference(
         sci[nodata] = 0.0
         if var is not None:
             var[nodata] = 0.0
+        del ext
         hdr = header.copy()
         for key in ("BUNIT", "SATLEVEL", "NONLINEA", "RDNOISE", "GAIN", "EXPTIME"):
-            if key in ext.header:
-                hdr[key] = ext.header[key]
+            if key in frame[0].header:
+                hdr[key] = frame[0].header[key]
         hdr["JFACTOR"] = (jfactor, "Jacobian factor applied by resampling")
         hdr["VARCORR"] = (varcorr, "Variance of a many-pixel sum / sum of its VAR")
         result = Frame(frame.phu.copy(), [Extension(sci, hdr, var, dq, None)], frame.root, dict(frame.tables))

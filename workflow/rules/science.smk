@@ -1,4 +1,5 @@
-# Science frames: calibrated and mosaicked one by one, then aligned and stacked per group.
+# Science frames: calibrated and mosaicked one by one, then aligned and stacked per group
+# (the stack's PNG preview is drawn by the same job: a job of its own mostly started Python).
 
 
 rule calibrate_frame:
@@ -40,7 +41,12 @@ rule stack_science:
     input:
         unpack(stack_inputs),
     output:
-        f"{OUTDIR}/science/{{group}}_image.fits",
+        image=f"{OUTDIR}/science/{{group}}_image.fits",
+        preview=report(
+            f"{OUTDIR}/science/{{group}}_image.png",
+            caption="../report/preview.rst",
+            category="Stacks",
+        ),
     log:
         f"{OUTDIR}/logs/stack_science/{{group}}.log",
     conda:
@@ -54,22 +60,3 @@ rule stack_science:
         gemred_version=GEMRED_VERSION,
     script:
         "../../scripts/stack_science.py"
-
-
-rule preview:
-    input:
-        f"{OUTDIR}/science/{{group}}_image.fits",
-    output:
-        report(
-            f"{OUTDIR}/science/{{group}}_image.png",
-            caption="../report/preview.rst",
-            category="Stacks",
-        ),
-    log:
-        f"{OUTDIR}/logs/preview/{{group}}.log",
-    conda:
-        "../../environment.yml"
-    params:
-        gemred_version=GEMRED_VERSION,
-    script:
-        "../../scripts/preview.py"

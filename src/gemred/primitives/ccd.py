@@ -15,7 +15,6 @@ from typing import Literal
 
 import numpy as np
 from numpy.polynomial import chebyshev
-from scipy import ndimage
 
 from gemred.frame import Extension, Frame
 from gemred.instruments import gmos
@@ -102,6 +101,8 @@ def overscan_levels(
     rows = overscan.mean(axis=1, dtype=np.float64)
     if function == "none":
         return rows, np.ones(rows.shape, dtype=bool)
+    from scipy import ndimage  # lazily: slow to import, and only fitted overscans need it
+
     running = ndimage.median_filter(rows, size=2 * _RUNNING_MEDIAN_HALF_WIDTH + 1, mode="nearest")
     used = np.abs(rows - running) <= 3.0 * row_sigma
     if exclude is not None:

@@ -65,24 +65,36 @@ def flag_cosmic_rays_by_stacking(
     if len(frames) < 2:
         log.warning("cosmic-ray flagging needs at least 2 frames; skipped")
         return frames
-    sci = np.stack([f[0].sci for f in frames])
-    usable = np.stack([(f[0].dq & _UNUSABLE) == 0 for f in frames])
-    masked = np.where(usable, sci, np.float32(np.nan))
+    usable = [(f[0].dq & _UNUSABLE) == 0 for f in frames]
+    # One float32 stack with unusable pixels NaN, filled frame by frame (no other stack copy).
+    masked = np.full((len(frames), *frames[0][0].shape), np.nan, dtype=np.float32)
+    for plane, frame, good in zip(masked, frames, usable, strict=True):
+        np.copyto(plane, frame[0].sci, where=good)
     # bottleneck's NaN median is many times faster than numpy's on a stack (and equally exact).
     with ThreadPoolExecutor(max_workers=2) as pool:
         rough = _stack_nanmedian(masked, pool)
         offsets = np.array([bn.nanmedian(m - rough) for m in masked], dtype=np.float32)
         masked -= offsets[:, None, None]
         median = _stack_nanmedian(masked, pool)
-    median = np.where(np.isfinite(median), median, 0).astype(np.float32)
+    median[~np.isfinite(median)] = 0
     del masked, rough
     ref = frames[0][0]
     protected = object_mask(Extension(median, ref.header, None, ref.dq), **(detect or {}))
     out = []
-    for frame, image, offset, good in zip(frames, sci, offsets, usable, strict=True):
+    for frame, offset, good in zip(frames, offsets, usable, strict=True):
         ext = frame[0]
-        noise = np.sqrt(np.maximum(ext.var, 0)) if ext.var is not None else np.nanstd(image - median)
-        hits = good & ~protected & (image - offset - median > hsigma * noise)
+        image = ext.sci
+        excess = image - offset
+        excess -= median
+        if ext.var is not None:
+            limit = np.sqrt(np.maximum(ext.var, 0))
+            limit *= hsigma
+        else:
+            limit = hsigma * np.nanstd(image - median)
+        hits = excess > limit
+        del excess, limit
+        hits &= good
+        hits &= ~protected
         if dilation and hits.any():
             # A (2 * dilation + 1)-square dilation (the 3x3 structure applied `dilation` times),
             # as two separable 1-D maximum filters.

@@ -10,15 +10,20 @@ cosmic rays, brings them to the first frame's exposure time and stacks them into
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from os import PathLike
+from pathlib import Path
 
 import numpy as np
+from astropy.table import Table
 
 from gemred.alignment import adjust_wcs_to_reference
 from gemred.detection import detect_sources
-from gemred.frame import Frame
+from gemred.frame import Extension, Frame
+from gemred.io import open_raw, read_frame, root_name
 from gemred.mosaic import mosaic_gmos
+from gemred.preview import write_preview
 from gemred.primitives.cosmic_rays import flag_cosmic_rays_by_stacking
 from gemred.primitives.fringe import fringe_correct, make_fringe_frame
 from gemred.primitives.scaling import scale_counts_to_reference
@@ -119,36 +124,59 @@ def stack_variance_correlation(frames: list[Frame]) -> float:
     return sum(s * f for s, f in zip(shares, factors, strict=True)) / total if total > 0 else 1.0
 
 
+def _catalogue_frame(path: PathLike) -> Frame:
+    """A mosaic file's headers and OBJCAT, with a zero-stride placeholder for its pixels."""
+    with open_raw(path, memmap=True) as hdul:
+        phu = hdul[0].header.copy()
+        header = hdul["SCI"].header.copy()
+        objcat = Table.read(hdul["OBJCAT"]) if "OBJCAT" in hdul else None
+    shape = (int(header["NAXIS2"]), int(header["NAXIS1"]))
+    ext = Extension(np.broadcast_to(np.float32(0), shape), header, objcat=objcat)
+    return Frame(phu, [ext], root_name(Path(path), phu))
+
+
 def stack_science(
-    mosaics: list[Frame],
+    mosaics: Sequence[Frame | PathLike],
     *,
     align: Mapping | None = None,
     resample: Mapping | None = None,
     cosmic_rays: Mapping | None = None,
     stack: Mapping | None = None,
     detect: Mapping | None = None,
+    preview: PathLike | None = None,
 ) -> Frame:
     """Align, resample, clean and stack the mosaics of one group into the ``_image`` product.
 
     Parameters
     ----------
-    mosaics : list of Frame
-        Single-extension mosaics with OBJCAT (from :func:`reduce_to_mosaic`); the first is the
-        reference for alignment, pixel grid and exposure time.
+    mosaics : sequence of Frame or path-like
+        Single-extension mosaics with OBJCAT (from :func:`reduce_to_mosaic`), or their files;
+        the first is the reference for alignment, pixel grid and exposure time. Files are read
+        for their headers and catalogues, then for their pixels one at a time as they are
+        resampled, so only one mosaic's pixels are held with the resampled frames.
     align, resample, cosmic_rays, stack, detect : mapping, optional
         Parameters of :func:`~gemred.alignment.adjust_wcs_to_reference`,
         :func:`~gemred.resample.resample_to_reference`,
         :func:`~gemred.primitives.cosmic_rays.flag_cosmic_rays_by_stacking`,
         :func:`~gemred.stacking.stack_frames` (defaults :data:`STACK_DEFAULTS`) and
         :func:`~gemred.detection.detect_sources`.
+    preview : path-like, optional
+        Also write a zscale PNG of the stack here (:func:`~gemred.preview.write_preview`),
+        drawn on a second thread while the stack's sources are detected.
 
     Returns
     -------
     Frame
         The stack in electrons, named after the first input, with an OBJCAT of its sources.
     """
-    frames = adjust_wcs_to_reference(mosaics, **dict(align or {}))
-    frames = resample_to_reference(frames, **dict(resample or {}))
+
+    def pixels(index: int) -> Extension:
+        mosaic = mosaics[index]
+        return mosaic[0] if isinstance(mosaic, Frame) else read_frame(mosaic)[0]
+
+    frames = [m if isinstance(m, Frame) else _catalogue_frame(m) for m in mosaics]
+    frames = adjust_wcs_to_reference(frames, **dict(align or {}))
+    frames = resample_to_reference(frames, pixels=pixels, **dict(resample or {}))
     frames = flag_cosmic_rays_by_stacking(frames, detect=detect_options(detect), **dict(cosmic_rays or {}))
     frames = scale_counts_to_reference(frames)
     stacked = stack_frames(frames, **{**STACK_DEFAULTS, **dict(stack or {})})
@@ -156,8 +184,15 @@ def stack_science(
         stack_variance_correlation(frames),
         "Variance of a many-pixel sum / sum of its VAR",
     )
-    stacked[0].objcat = detect_sources(stacked[0], **detect_options(detect))
+    del frames
     stacked[0].header["BUNIT"] = "electron"
+    # Drawing reads the stack's planes and header, which detection leaves unchanged; sep frees
+    # the GIL, so the two overlap.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        drawn = None if preview is None else pool.submit(write_preview, stacked, preview)
+        stacked[0].objcat = detect_sources(stacked[0], **detect_options(detect))
+        if drawn is not None:
+            drawn.result()
     stacked.stamp("PROCSCI", "UT time stamp: processed science")
     log.info("%s: stack of %d frames, %d sources", stacked.root, len(mosaics), len(stacked[0].objcat))
     return stacked
