@@ -2,6 +2,8 @@
 
 
 rule calibrate_frame:
+    group:
+        "calibrated"
     input:
         unpack(calibrate_inputs),
     output:
@@ -18,6 +20,8 @@ rule calibrate_frame:
 
 
 rule mosaic_frame:
+    group:
+        "mosaics"
     input:
         unpack(mosaic_inputs),
     output:
