@@ -2,14 +2,14 @@
 
 
 rule calibrate_frame:
-    group:
-        "calibrated"
     input:
         unpack(calibrate_inputs),
     output:
         f"{OUTDIR}/frames/{{frame}}_flatCorrected.fits",
     log:
         f"{OUTDIR}/logs/calibrate_frame/{{frame}}.log",
+    group:
+        "calibrated"
     conda:
         "../../environment.yml"
     params:
@@ -20,14 +20,14 @@ rule calibrate_frame:
 
 
 rule mosaic_frame:
-    group:
-        "mosaics"
     input:
         unpack(mosaic_inputs),
     output:
         f"{OUTDIR}/frames/{{frame}}_mosaic.fits",
     log:
         f"{OUTDIR}/logs/mosaic_frame/{{frame}}.log",
+    group:
+        "mosaics"
     conda:
         "../../environment.yml"
     params:
