@@ -2,8 +2,11 @@
 # Nothing here runs a job: it reads and checks the inputs so that a bad table stops the
 # workflow before the first job, with a message that names the file to fix.
 
+import functools
 import os
 import re
+
+import pandas as pd
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
@@ -66,27 +69,63 @@ wildcard_constraints:
 REDUCED_INSTRUMENTS = ("GMOS-N", "GMOS-S")
 
 
+# Planning calls the input functions once per job, and a night has hundreds of frames that share
+# a few groups: the per-group answers (members, first frame, matched calibrations) are cached.
+ROWS_BY_GROUP = {
+    group: rows.sort_values("ut_datetime", kind="stable")
+    for group, rows in FRAMES.groupby("group", sort=False)
+}
+
+
 def members(group, roles=None):
     """Rows of one group (of the given roles), in time order."""
-    rows = FRAMES[FRAMES["group"] == group]
+    return _members(group, None if roles is None else tuple(roles))
+
+
+@functools.cache
+def _members(group, roles):
+    rows = ROWS_BY_GROUP.get(group, FRAMES.iloc[:0])
     if roles is not None:
         rows = rows[rows["role"].isin(roles)]
     if rows.empty:
         raise WorkflowError(
-            f"{config['datasets']}: no frame of group {group!r} with role {roles}"
+            f"{config['datasets']}: no frame of group {group!r} with role {list(roles or [])}"
         )
-    return rows.sort_values("ut_datetime")
+    return rows
 
 
 def first_row(group, roles=None):
+    return dict(_first_row(group, None if roles is None else tuple(roles)))
+
+
+@functools.cache
+def _first_row(group, roles):
     return members(group, roles).iloc[0].to_dict()
 
 
 def calibration_group(group, kind, roles):
     """Name of the calibration group of ``kind`` that serves ``group`` (stops the run if none)."""
+    return _calibration_group(group, kind, tuple(roles))
+
+
+# match_calibration looks only at the first frame of each role in each group (and at every BPM):
+# giving it those rows instead of the whole table gives the same answer, faster.
+CALIBRATION_CANDIDATES = pd.concat(
+    [
+        FRAMES[FRAMES["role"] != "bpm"]
+        .sort_values(["group", "ut_datetime"], kind="stable")
+        .drop_duplicates(["group", "role"]),
+        FRAMES[FRAMES["role"] == "bpm"],
+    ]
+)
+
+
+@functools.cache
+def _calibration_group(group, kind, roles):
     try:
         return match_calibration(
-            FRAMES, CalibrationRequest(kind, group, first_row(group, roles))
+            CALIBRATION_CANDIDATES,
+            CalibrationRequest(kind, group, first_row(group, roles)),
         )
     except GemredInputError as exc:
         raise WorkflowError(str(exc)) from None
@@ -96,11 +135,16 @@ def bpm_file(group, roles=None):
     """The static BPM for a group: the config's, else the table's best match, else none."""
     if config["calibrations"]["bpm"]:
         return [config["calibrations"]["bpm"]]
+    found = _matched_bpm(group, None if roles is None else tuple(roles))
+    return [found] if found else []
+
+
+@functools.cache
+def _matched_bpm(group, roles):
     try:
-        found = match_bpm(FRAMES, group, first_row(group, roles))
+        return match_bpm(CALIBRATION_CANDIDATES, group, first_row(group, roles))
     except GemredInputError as exc:
         raise WorkflowError(str(exc)) from None
-    return [found] if found else []
 
 
 def processed(kind, group):
@@ -137,13 +181,19 @@ def flat_inputs(wildcards):
     }
 
 
+SCIENCE_ROWS = {
+    row["root"]: row
+    for row in FRAMES[FRAMES["role"] == "science"].to_dict("records")[::-1]
+}
+
+
 def science_row(frame):
-    rows = FRAMES[(FRAMES["root"] == frame) & (FRAMES["role"] == "science")]
-    if rows.empty:
+    if frame not in SCIENCE_ROWS:
         raise WorkflowError(f"{config['datasets']}: no science frame {frame!r}")
-    return rows.iloc[0].to_dict()
+    return dict(SCIENCE_ROWS[frame])
 
 
+@functools.cache
 def wants_fringe(group):
     """Fringe correction for a science group: the config's choice, else DRAGONS' default."""
     choice = config["fringeCorrect"]["do_fringe"]
