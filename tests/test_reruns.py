@@ -3,7 +3,8 @@
 One complete run of the small ``gmos-starfield`` preset is shared by the tests of this module;
 the tests that change something (a parameter, the table) only plan, so the run stays complete.
 The last test kills a second run mid-way (SIGKILL of Snakemake's whole process group) and
-restarts it.
+restarts it the way Snakemake asks (``--unlock``, then ``--rerun-incomplete``, which
+``profiles/local`` sets).
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ DOWNSTREAM_OF_STACK = {"all": 1, "stack_science": 1, "preview": 1}
 def complete(gmos_starfield_small, tmp_path_factory) -> tuple[Path, Path]:
     """(working directory, table) of one complete run with two cores; products in ``out/``."""
     work = tmp_path_factory.mktemp("reruns")
-    table = make_table(gmos_starfield_small, work / "datasets.tsv")
+    raw = work / "raw"  # its own copy: a test adds a frame to it
+    shutil.copytree(gmos_starfield_small, raw, ignore=shutil.ignore_patterns("truth"))
+    table = make_table(raw, work / "datasets.tsv")
     assert planned_jobs(snakemake(work, table, "-n", "--cores", "2").stdout) == FULL_PLAN
     snakemake(work, table, "--cores", "2")
     return work, table
@@ -71,20 +74,20 @@ def test_flat_parameter_reruns_the_flat_and_downstream_not_the_bias(complete):
     assert planned_jobs(proc.stdout) == {rule: n for rule, n in FULL_PLAN.items() if rule != "master_bias"}
 
 
-def test_new_science_frame_rebuilds_its_chain_and_the_stack(complete, gmos_starfield_small, tmp_path):
+def test_new_science_frame_rebuilds_its_chain_and_the_stack(complete, tmp_path):
     work, _ = complete
-    raw = tmp_path / "raw"
-    shutil.copytree(gmos_starfield_small, raw, ignore=shutil.ignore_patterns("truth"))
-    last = raw / "N20170614S0205.fits"
-    added = raw / "N20170614S0206.fits"
+    last = work / "raw" / "N20170614S0205.fits"
+    added = work / "raw" / "N20170614S0206.fits"
     with fits.open(last) as hdul:
         phu = hdul[0].header
         phu["DATALAB"] = phu["DATALAB"][:-3] + "006"
         phu["UT"] = phu["UTSTART"] = phu["TIME-OBS"] = "06:24:00.000"
         hdul.writeto(added)
-    table = make_table(raw, tmp_path / "datasets.tsv")
-
-    proc = snakemake(work, table, "-n", "--cores", "2")
+    try:
+        table = make_table(work / "raw", tmp_path / "datasets.tsv")
+        proc = snakemake(work, table, "-n", "--cores", "2")
+    finally:
+        added.unlink()
     assert planned_jobs(proc.stdout) == {"all": 1, "mosaic_frame": 1, "stack_science": 1, "preview": 1}
     assert "frames/N20170614S0206_mosaic.fits" in proc.stdout
 
@@ -116,8 +119,10 @@ def test_killed_run_restarts_to_identical_products(complete, gmos_starfield_smal
     bias = tmp_path / "out" / "calibrations" / "N20170613S0180_bias.fits"
     bias_mtime = bias.stat().st_mtime_ns
 
+    # Snakemake's restart after a crash: remove the stale lock, and redo the jobs that were
+    # running (their outputs, even if complete, are marked incomplete in .snakemake/).
     snakemake(tmp_path, table, "--unlock")
-    restart = snakemake(tmp_path, table, "--cores", "2")
+    restart = snakemake(tmp_path, table, "--cores", "2", "--rerun-incomplete")
     assert "rule master_bias:" not in restart.stdout + restart.stderr
     assert bias.stat().st_mtime_ns == bias_mtime
     assert assert_same_products(reference / "out", tmp_path / "out") > 20
