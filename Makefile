@@ -32,7 +32,7 @@ $(STAMP): pyproject.toml
 	  $(PYTHON) -m venv $(VENV) || { \
 	    echo "error: '$(PYTHON) -m venv' failed; on Debian/Ubuntu: apt-get install python3-venv" >&2; \
 	    exit 1; }; }
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,cluster]'
 	touch $@
 
 demo-data: $(STAMP)

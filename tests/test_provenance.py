@@ -1,9 +1,29 @@
-"""Tests of gemred.provenance: the source hash every workflow rule takes as a param."""
+"""Tests of gemred.provenance: the source hash every workflow rule takes as a param, and the
+provenance (software, parameters, inputs, primitives) that products written in a job record."""
 
+import hashlib
+import json
 import re
+import subprocess
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+from astropy.table import Table
 
 from gemred import __version__
-from gemred.provenance import _hash_tree, software_version, source_hash
+from gemred.frame import Extension, Frame
+from gemred.io import write_frame
+from gemred.provenance import (
+    PROVENANCE_COLUMNS,
+    _hash_tree,
+    current_job,
+    file_md5,
+    job,
+    software_version,
+    source_commit,
+    source_hash,
+)
 
 
 def test_source_hash_is_stable_hex():
@@ -35,3 +55,90 @@ def test_hash_follows_code_not_file_times(tmp_path):
     assert _hash_tree(tmp_path) == first
     (tmp_path / "sub" / "b.py").rename(tmp_path / "sub" / "c.py")
     assert _hash_tree(tmp_path) != first
+
+
+# --- provenance written into products -------------------------------------------------------
+
+
+def _frame(value: float) -> Frame:
+    header = fits.Header({"BUNIT": "electron"})
+    ext = Extension(
+        np.full((4, 5), value, np.float32), header, np.ones((4, 5), np.float32), np.zeros((4, 5), np.uint16)
+    )
+    return Frame(fits.Header({"INSTRUME": "GMOS-N", "OBJECT": "test"}), [ext], "N20170614S0201")
+
+
+def _raw_inputs(folder: Path) -> list[Path]:
+    paths = []
+    for i, content in enumerate((b"first raw file", b"second raw file")):
+        path = folder / f"N2017061{i}S0001.fits"
+        path.write_bytes(content)
+        paths.append(path)
+    return paths
+
+
+def test_write_frame_outside_a_job_adds_no_provenance(tmp_path):
+    path = write_frame(_frame(1.0), tmp_path / "plain.fits")
+    with fits.open(path) as hdul:
+        assert "GEMRED" not in hdul[0].header
+        assert "PROVENANCE" not in hdul and "PROVHISTORY" not in hdul
+
+
+def test_product_records_software_params_inputs_and_primitives(tmp_path):
+    raws = _raw_inputs(tmp_path)
+    params = {"stack": {"reject_method": "minmax", "nlow": 1}, "gemred_version": software_version()}
+    frame = _frame(2.0)
+    with job("master_bias", inputs=raws, params=params):
+        frame.stamp("BIASCORR", "UT time stamp for subtract_bias")
+        frame.stamp("STACKFRM", "UT time stamp for stackFrames")
+        path = write_frame(frame, tmp_path / "out" / "N20170614S0201_bias.fits")
+    assert current_job() is None
+
+    with fits.open(path) as hdul:
+        phu = hdul[0].header
+        assert phu["GEMRED"] == software_version()
+        assert phu["GEMRCOMM"] == source_commit()
+        assert phu["GEMRRULE"] == "master_bias"
+        assert json.loads(phu["GEMRPARS"]) == params
+        prov = Table.read(hdul["PROVENANCE"])
+        hist = Table.read(hdul["PROVHISTORY"])
+    assert list(prov.colnames) == list(PROVENANCE_COLUMNS)
+    assert sorted(prov["filename"]) == sorted(p.name for p in raws)
+    for row in prov:
+        expected = hashlib.md5((tmp_path / row["filename"]).read_bytes()).hexdigest()
+        assert row["md5"] == expected and row["rule"] == "master_bias"
+    assert len(hist) == 1
+    assert hist[0]["rule"] == "master_bias" and hist[0]["output"] == "N20170614S0201_bias.fits"
+    assert hist[0]["primitives"].split(",") == ["subtract_bias", "stackFrames"]
+    assert json.loads(hist[0]["args"]) == params
+    assert hist[0]["software"] == software_version() and hist[0]["commit"] == source_commit()
+
+
+def test_provenance_is_inherited_back_to_raw_files(tmp_path):
+    raws = _raw_inputs(tmp_path)
+    with job("master_bias", inputs=raws, params={}):
+        bias = write_frame(_frame(1.0), tmp_path / "bias.fits")
+    old = _frame(3.0)
+    old.phu["PREPARE"] = ("2001-01-01T00:00:00", "UT time stamp for prepare")  # applied before this job
+    with job("stack_science", inputs=[bias], params={"stack": {}}):
+        old.stamp("STACKFRM", "UT time stamp for stackFrames")
+        stack = write_frame(old, tmp_path / "stack.fits")
+
+    with fits.open(stack) as hdul:
+        prov = Table.read(hdul["PROVENANCE"])
+        hist = Table.read(hdul["PROVHISTORY"])
+    by_rule = {rule: sorted(prov[prov["rule"] == rule]["filename"]) for rule in set(prov["rule"])}
+    assert by_rule == {"master_bias": sorted(p.name for p in raws), "stack_science": ["bias.fits"]}
+    assert prov[prov["filename"] == "bias.fits"][0]["md5"] == file_md5(bias)
+    assert list(hist["rule"]) == ["master_bias", "stack_science"]
+    assert hist[1]["primitives"] == "stackFrames"
+
+
+def test_source_commit_names_the_checkout():
+    commit = source_commit()
+    repo = Path(__file__).resolve().parents[1]
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True)
+    if head.returncode != 0:
+        assert commit == "unknown"
+    else:
+        assert commit.removesuffix("-dirty") == head.stdout.strip()

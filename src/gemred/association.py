@@ -169,10 +169,12 @@ def match_calibration(
     kind = request.kind
     window = WINDOW_DAYS[kind] if window_days is None else window_days
     candidates = table[table["role"].isin(_ROLES[kind])]
-    firsts = []
-    for name, rows in candidates.groupby("group", sort=True):
-        first = rows.sort_values("ut_datetime").iloc[0]
-        firsts.append((first["filename"] if kind == "bpm" else name, first))
+    # The first frame of each group, groups in name order: one sort, not one per group; only the
+    # columns the matching reads (converting whole rows to dicts is the slow part).
+    ordered = candidates.sort_values(["group", "ut_datetime"], kind="stable").drop_duplicates("group")
+    columns = list(dict.fromkeys([*MATCH_KEYS[kind], "ut_datetime", "filename", "group"]))
+    rows = ordered[columns].to_dict("records")
+    firsts = [(row["filename"] if kind == "bpm" else row["group"], row) for row in rows]
     accepted, refused = rank_candidates(kind, request.descriptors, firsts, window_days=window)
     if accepted:
         return accepted[0]

@@ -20,6 +20,7 @@ from astropy.io import fits
 from astropy.table import Table
 from astropy.utils.exceptions import AstropyUserWarning
 
+from gemred import provenance
 from gemred.frame import Extension, Frame
 
 __all__ = [
@@ -378,7 +379,9 @@ def write_frame(frame: Frame, path: str | os.PathLike, *, bunit: str | None = No
 
     Each extension becomes ``SCI`` (float32), ``VAR`` (float32) and ``DQ`` (uint16) HDUs sharing
     an ``EXTVER``, followed by its ``OBJCAT`` table if any; frame-level tables come last. The
-    primary header records ``ORIGNAME`` (the raw root) so later products keep the name.
+    primary header records ``ORIGNAME`` (the raw root) so later products keep the name. Inside a
+    workflow job (:func:`gemred.provenance.job`) the header and ``PROVENANCE``/``PROVHISTORY``
+    tables also record how the product was made.
 
     Parameters
     ----------
@@ -393,6 +396,7 @@ def write_frame(frame: Frame, path: str | os.PathLike, *, bunit: str | None = No
     phu.setdefault("ORIGNAME", f"{frame.root}.fits")
     for key in ("EXTEND", "NEXTEND"):
         phu.remove(key, ignore_missing=True)
+    tables = provenance.annotate(phu, frame.tables, output=os.fspath(path))
     hdus: list = [fits.PrimaryHDU(header=phu)]
     for ver, ext in enumerate(frame.extensions, start=1):
         unit = bunit or str(ext.header.get("BUNIT", "adu"))
@@ -401,7 +405,7 @@ def write_frame(frame: Frame, path: str | os.PathLike, *, bunit: str | None = No
             cat = fits.table_to_hdu(Table(ext.objcat))
             cat.name, cat.ver = "OBJCAT", ver
             hdus.append(cat)
-    for name, table in frame.tables.items():
+    for name, table in tables.items():
         hdu = fits.table_to_hdu(Table(table))
         hdu.name = name
         hdus.append(hdu)

@@ -70,6 +70,9 @@ def options(mapping: dict | None) -> dict:
 def run_job(smk, main, *, calibration: bool = False) -> None:
     """Run a Snakemake script's ``main(smk)`` with the job's log file, timing and a logged traceback.
 
+    Products written with :func:`gemred.io.write_frame` during ``main`` record the job's
+    provenance (:func:`gemred.provenance.job`): software, commit, parameters, inputs.
+
     Parameters
     ----------
     smk : snakemake.script.Snakemake
@@ -83,13 +86,16 @@ def run_job(smk, main, *, calibration: bool = False) -> None:
     """
     import time
 
-    from gemred.provenance import software_version
+    from gemred import provenance
 
     logger = config(file_name=smk.log[0] if smk.log else None)
     start = time.perf_counter()
-    logger.info("rule %s (gemred %s): %s", smk.rule, software_version(), ", ".join(map(str, smk.output)))
+    logger.info(
+        "rule %s (gemred %s): %s", smk.rule, provenance.software_version(), ", ".join(map(str, smk.output))
+    )
     try:
-        main(smk)
+        with provenance.job(smk.rule, inputs=list(smk.input), params=dict(smk.params.items())):
+            main(smk)
         if calibration:
             _store(smk, logger)
     except Exception:

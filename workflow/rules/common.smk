@@ -6,6 +6,8 @@ import functools
 import os
 import re
 
+import pandas as pd
+
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
@@ -68,19 +70,37 @@ wildcard_constraints:
 REDUCED_INSTRUMENTS = ("GMOS-N", "GMOS-S")
 
 
+# Planning calls the input functions once per job, and a night has hundreds of frames that share
+# a few groups: the per-group answers (members, first frame, matched calibrations) are cached.
+ROWS_BY_GROUP = {
+    group: rows.sort_values("ut_datetime", kind="stable")
+    for group, rows in FRAMES.groupby("group", sort=False)
+}
+
+
 def members(group, roles=None):
     """Rows of one group (of the given roles), in time order."""
-    rows = FRAMES[FRAMES["group"] == group]
+    return _members(group, None if roles is None else tuple(roles))
+
+
+@functools.cache
+def _members(group, roles):
+    rows = ROWS_BY_GROUP.get(group, FRAMES.iloc[:0])
     if roles is not None:
         rows = rows[rows["role"].isin(roles)]
     if rows.empty:
         raise WorkflowError(
-            f"{config['datasets']}: no frame of group {group!r} with role {roles}"
+            f"{config['datasets']}: no frame of group {group!r} with role {list(roles or [])}"
         )
-    return rows.sort_values("ut_datetime")
+    return rows
 
 
 def first_row(group, roles=None):
+    return dict(_first_row(group, None if roles is None else tuple(roles)))
+
+
+@functools.cache
+def _first_row(group, roles):
     return members(group, roles).iloc[0].to_dict()
 
 
@@ -111,14 +131,32 @@ def stored_calibration(kind, group, roles, table_refusal=None):
     return os.fspath(found) if found else None
 
 
+# match_calibration looks only at the first frame of each role in each group (and at every BPM):
+# giving it those rows instead of the whole table gives the same answer, faster.
+CALIBRATION_CANDIDATES = pd.concat(
+    [
+        FRAMES[FRAMES["role"] != "bpm"]
+        .sort_values(["group", "ut_datetime"], kind="stable")
+        .drop_duplicates(["group", "role"]),
+        FRAMES[FRAMES["role"] == "bpm"],
+    ]
+)
+
+
 def made_or_stored(kind, group, roles):
     """Processed calibration of ``kind`` for a group: made in this run from the table, else stored."""
+    return _made_or_stored(kind, group, tuple(roles))
+
+
+@functools.cache
+def _made_or_stored(kind, group, roles):
     try:
         source = match_calibration(
-            FRAMES, CalibrationRequest(kind, group, first_row(group, roles))
+            CALIBRATION_CANDIDATES,
+            CalibrationRequest(kind, group, first_row(group, roles)),
         )
     except GemredInputError as exc:
-        return stored_calibration(kind, group, tuple(roles), str(exc))
+        return stored_calibration(kind, group, roles, str(exc))
     return processed(kind.removeprefix("twilight_"), source)
 
 
@@ -126,14 +164,17 @@ def bpm_file(group, roles=None):
     """The static BPM for a group: the config's, else the table's best match, else the database's."""
     if config["calibrations"]["bpm"]:
         return [config["calibrations"]["bpm"]]
-    key = None if roles is None else tuple(roles)
-    try:
-        found = match_bpm(FRAMES, group, first_row(group, roles))
-    except GemredInputError as exc:
-        return [stored_calibration("bpm", group, key, str(exc))]
-    if found is None:
-        found = stored_calibration("bpm", group, key)
+    found = _matched_bpm(group, None if roles is None else tuple(roles))
     return [found] if found else []
+
+
+@functools.cache
+def _matched_bpm(group, roles):
+    try:
+        found = match_bpm(CALIBRATION_CANDIDATES, group, first_row(group, roles))
+    except GemredInputError as exc:
+        return stored_calibration("bpm", group, roles, str(exc))
+    return found if found is not None else stored_calibration("bpm", group, roles)
 
 
 def processed(kind, group):
@@ -168,13 +209,19 @@ def flat_inputs(wildcards):
     }
 
 
+SCIENCE_ROWS = {
+    row["root"]: row
+    for row in FRAMES[FRAMES["role"] == "science"].to_dict("records")[::-1]
+}
+
+
 def science_row(frame):
-    rows = FRAMES[(FRAMES["root"] == frame) & (FRAMES["role"] == "science")]
-    if rows.empty:
+    if frame not in SCIENCE_ROWS:
         raise WorkflowError(f"{config['datasets']}: no science frame {frame!r}")
-    return rows.iloc[0].to_dict()
+    return dict(SCIENCE_ROWS[frame])
 
 
+@functools.cache
 def wants_fringe(group):
     """Fringe correction for a science group: the config's choice, else DRAGONS' default."""
     choice = config["fringeCorrect"]["do_fringe"]

@@ -9,6 +9,8 @@ rule calibrate_frame:
         f"{OUTDIR}/frames/{{frame}}_flatCorrected.fits",
     log:
         f"{OUTDIR}/logs/calibrate_frame/{{frame}}.log",
+    group:
+        "calibrated"
     conda:
         "../../environment.yml"
     params:
@@ -25,6 +27,8 @@ rule mosaic_frame:
         f"{OUTDIR}/frames/{{frame}}_mosaic.fits",
     log:
         f"{OUTDIR}/logs/mosaic_frame/{{frame}}.log",
+    group:
+        "mosaics"
     conda:
         "../../environment.yml"
     params:
