@@ -5,8 +5,8 @@ extensions) spread over 25 nights four days apart. Each night has 10 biases, 5 t
 each of two filters (g and r, or i and z on alternate nights) and 10 dithered science frames of
 each of three targets in both filters: 80 frames a night, 2,000 in all, plus a static BPM.
 
-The plan is checked, not only timed: 25 master biases, 50 master flats, 150 stacks and
-previews, 1,500 mosaics, a fringe frame (with flat-corrected intermediates) for every z-band
+The plan is checked, not only timed: 25 master biases, 50 master flats, 150 stacks (each with
+its preview), 1,500 mosaics, a fringe frame (with flat-corrected intermediates) for every z-band
 stack; every frame gets the bias and the flat of its own night (and filter), every stack the
 frames of its own target, filter and night; with the SLURM profile's ``--group-components`` the
 1,500 per-frame mosaic jobs and 390 flat-corrected jobs go to the cluster as tens of group jobs.
@@ -149,7 +149,6 @@ def check_plan(plan: str, table: Path, expect: dict, nights: int) -> list[str]:
         "master_flat": 2 * nights,
         "mosaic_frame": len(expect["night_of"]),
         "stack_science": len(expect["stacks"]),
-        "preview": len(expect["stacks"]),
         "fringe_frame": z_stacks,
         "calibrate_frame": z_stacks * DITHERS,
         "all": 1,

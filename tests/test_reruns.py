@@ -28,9 +28,8 @@ FULL_PLAN = {
     "master_flat": 1,
     "mosaic_frame": 5,
     "stack_science": 1,
-    "preview": 1,
 }
-DOWNSTREAM_OF_STACK = {"all": 1, "stack_science": 1, "preview": 1}
+DOWNSTREAM_OF_STACK = {"all": 1, "stack_science": 1}
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +53,7 @@ def test_second_run_does_nothing(complete):
     summary = snakemake(work, table, "--summary", "--cores", "1").stdout.splitlines()
     header = summary[0].split("\t")
     rows = [dict(zip(header, line.split("\t"), strict=False)) for line in summary[1:] if line.strip()]
-    assert len(rows) >= 9  # bias, flat, 5 mosaics, stack, preview
+    assert len(rows) >= 9  # bias, flat, 5 mosaics, stack and its preview
     assert {row["status"] for row in rows} == {"ok"}, rows
 
 
@@ -88,7 +87,7 @@ def test_new_science_frame_rebuilds_its_chain_and_the_stack(complete, tmp_path):
         proc = snakemake(work, table, "-n", "--cores", "2")
     finally:
         added.unlink()
-    assert planned_jobs(proc.stdout) == {"all": 1, "mosaic_frame": 1, "stack_science": 1, "preview": 1}
+    assert planned_jobs(proc.stdout) == {"all": 1, "mosaic_frame": 1, "stack_science": 1}
     assert "frames/N20170614S0206_mosaic.fits" in proc.stdout
 
 

@@ -131,7 +131,7 @@ def descriptors(path: str | os.PathLike) -> dict:
         other than GMOS-N, GMOS-S or GSAOI, or has no image extensions.
     """
     headers = read_headers(path)
-    phu, exts = headers[0], headers[1:]
+    phu, exts = headers[0], _pixel_extensions(headers[1:])
     check_instrument(path, phu)
     if not exts:
         msg = f"{path}: no image extensions; a Gemini file has one per amplifier or array"
@@ -389,6 +389,17 @@ def _ccdsum(header: fits.Header) -> tuple[int | None, int | None]:
         return int(parts[0]), int(parts[1])
     except (IndexError, ValueError):
         return None, None
+
+
+def _pixel_extensions(headers: Sequence[fits.Header]) -> list[fits.Header]:
+    """One header per amplifier or array: the SCI planes, or every image if none is named SCI.
+
+    Processed files add VAR and DQ planes and tables (OBJCAT, PROVENANCE) that carry none of
+    the per-amplifier keywords; a BPM has only DQ planes.
+    """
+    images = [h for h in headers if (_str(h, "XTENSION") or "IMAGE") == "IMAGE"]
+    science = [h for h in images if _str(h, "EXTNAME") == "SCI"]
+    return science or images
 
 
 def _gmos_gain_setting(exts: Sequence[fits.Header], prepared: bool) -> str | None:
