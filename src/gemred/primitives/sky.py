@@ -96,12 +96,14 @@ def _check_frames(frames: Sequence[Frame], what: str) -> list[Frame]:
 
 
 def _dilate(mask: np.ndarray, radius: float) -> np.ndarray:
-    """Grow a mask by a disc of ``radius`` pixels (float radius, as DRAGONS' ``dilation``)."""
-    r = int(np.floor(radius))
-    if r < 1:
+    """Grow a mask by a disc of ``radius`` pixels (float radius, as DRAGONS' ``dilation``).
+
+    The same as a binary dilation by the disc ``x**2 + y**2 <= radius**2``, through the
+    distance to the nearest masked pixel, which is several times faster for large discs.
+    """
+    if radius < 1 or not mask.any():
         return mask
-    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
-    return ndimage.binary_dilation(mask, structure=xx**2 + yy**2 <= radius**2)
+    return ndimage.distance_transform_edt(~mask) <= radius + 1e-9
 
 
 def _difference(ext: Extension, background: Extension) -> Extension:
