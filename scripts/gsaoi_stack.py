@@ -15,6 +15,7 @@ def main(smk) -> None:
         stack=options(smk.params.stack),
         detect=options(smk.params.detect),
         magnitude=smk.params.magnitude,
+        bad_wcs=smk.params.prepare["bad_wcs"],
         scratch=Path(smk.output[0]).parent,
     )
     write_frame(stacked, smk.output[0])

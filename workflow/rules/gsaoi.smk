@@ -89,6 +89,7 @@ rule gsaoi_stack:
         stack=gsaoi_params("stackFrames"),
         detect=config["detectSources"],
         magnitude=gsaoi_magnitude,
+        prepare=config["prepare"],
         gemred_version=GEMRED_VERSION,
     script:
         "../../scripts/gsaoi_stack.py"

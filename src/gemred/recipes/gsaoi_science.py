@@ -2,6 +2,7 @@
 
 After flat correction and sky subtraction (:mod:`gemred.recipes.gsaoi_calibrations`,
 :mod:`gemred.primitives.sky`), :func:`stack_gsaoi` takes the frames of one group through
+``prepare``'s WCS check (``bad_wcs``, :mod:`gemred.primitives.wcs_check`),
 ``detectSources`` (per array, positions through the static distortion model),
 ``adjustWCSToReference`` (:func:`gemred.distortion.align_geometries`),
 ``resampleToCommonFrame`` (all arrays of all frames onto one North-up grid,
@@ -33,9 +34,10 @@ from gemred.distortion import (
     pixel_to_sky,
     resample_to_grid,
 )
-from gemred.frame import Frame
+from gemred.frame import Extension, Frame
 from gemred.io import GemredInputError, read_frame, write_frame
 from gemred.primitives.scaling import scale_counts_to_reference
+from gemred.primitives.wcs_check import check_wcs
 from gemred.recipes.gmos_science import detect_options
 from gemred.stacking import stack_files
 
@@ -101,11 +103,17 @@ def detect_frame(frame: Frame, geom: FrameGeometry, *, detect: Mapping | None = 
     return catalogs
 
 
+def _fluxes(cat: Table) -> np.ndarray:
+    """``FLUX_AUTO`` of a catalogue as floats, -inf where it is masked or not finite."""
+    flux = np.ma.masked_invalid(np.ma.asarray(cat["FLUX_AUTO"], dtype=float))
+    return flux.filled(-np.inf)
+
+
 def _brightest(catalogs: list[Table], limit: int) -> list[Table]:
     """The ``limit`` brightest unflagged sources of a frame, kept in their extensions."""
     fluxes = np.concatenate(
         [
-            np.where((np.asarray(c["FLAGS"]) & _BAD_FLAGS) == 0, np.asarray(c["FLUX_AUTO"], float), -np.inf)
+            np.where((np.asarray(c["FLAGS"]) & _BAD_FLAGS) == 0, _fluxes(c), -np.inf)
             for c in catalogs
             if len(c)
         ]
@@ -120,13 +128,25 @@ def _brightest(catalogs: list[Table], limit: int) -> list[Table]:
         if len(cat) == 0:
             out.append(cat)
             continue
-        keep = ((np.asarray(cat["FLAGS"]) & _BAD_FLAGS) == 0) & (np.asarray(cat["FLUX_AUTO"], float) >= cut)
+        keep = ((np.asarray(cat["FLAGS"]) & _BAD_FLAGS) == 0) & (_fluxes(cat) >= cut)
         out.append(cat[keep])
     return out
 
 
 def _offsets(frame: Frame) -> tuple[float, float]:
     return float(frame.phu.get("POFFSET", 0.0)), float(frame.phu.get("QOFFSET", 0.0))
+
+
+def _checked_headers(paths: Sequence[Path], bad_wcs: str) -> list[list]:
+    """Extension headers of every frame after the WCS check (pixels are read one frame at a time)."""
+    shells = []
+    for path in paths:
+        frame = read_frame(path)
+        shells.append(
+            Frame(frame.phu, [Extension(np.zeros((1, 1), np.float32), e.header) for e in frame], frame.root)
+        )
+        del frame
+    return [[ext.header for ext in frame] for frame in check_wcs(shells, mode=bad_wcs)]
 
 
 def stack_gsaoi(
@@ -137,6 +157,7 @@ def stack_gsaoi(
     stack: Mapping | None = None,
     detect: Mapping | None = None,
     magnitude: float | None = None,
+    bad_wcs: str = "exit",
     scratch: PathLike | None = None,
 ) -> Frame:
     """Align, resample onto one North-up grid and stack GSAOI frames into the ``_image`` product.
@@ -159,6 +180,9 @@ def stack_gsaoi(
     magnitude : float, optional
         Catalogue magnitude of a standard star in the frames' filter: the zero point is
         measured on the stack (:func:`zero_point`) and written to its primary header.
+    bad_wcs : {'exit', 'fix', 'new', 'ignore'}
+        DRAGONS ``prepare`` WCS check of the frames against their telescope offsets
+        (:func:`gemred.primitives.wcs_check.check_wcs`), before alignment.
     scratch : path-like, optional
         Folder for the resampled frames (a temporary folder inside it is removed at the end);
         default the system's temporary folder.
@@ -185,9 +209,12 @@ def stack_gsaoi(
         msg = "resampleToCommonFrame: trim_data=true is not supported for GSAOI; set it to false"
         raise GemredInputError(msg)
     pixel_scale = resample_options.pop("pixel_scale", None)
+    headers = _checked_headers(paths, bad_wcs)
     geometries, catalogs, offsets = [], [], []
-    for path in paths:
+    for path, header in zip(paths, headers, strict=True):
         frame = read_frame(path)
+        for ext, checked in zip(frame, header, strict=True):
+            ext.header = checked
         geom = frame_geometry(frame)
         geometries.append(geom)
         catalogs.append(_brightest(detect_frame(frame, geom, detect=detect), max_sources))
@@ -260,9 +287,10 @@ def zero_point(stack: Frame, *, magnitude: float, aperture: float = ZP_APERTURE_
     for index, ext in enumerate(stack):
         cat = ext.objcat
         if cat is not None and len(cat):
-            k = int(np.argmax(np.asarray(cat["FLUX_AUTO"], float)))
-            if best is None or float(cat["FLUX_AUTO"][k]) > best[0]:
-                best = (float(cat["FLUX_AUTO"][k]), index, float(cat["X_IMAGE"][k]), float(cat["Y_IMAGE"][k]))
+            flux = _fluxes(cat)
+            k = int(np.argmax(flux))
+            if np.isfinite(flux[k]) and (best is None or flux[k] > best[0]):
+                best = (float(flux[k]), index, float(cat["X_IMAGE"][k]), float(cat["Y_IMAGE"][k]))
     exptime = float(stack.phu.get("EXPTIME", 0.0))
     if best is None or exptime <= 0:
         msg = f"{stack.root}: no source found or no EXPTIME; cannot measure the standard star's zero point"
