@@ -10,6 +10,7 @@ from gemred.recipes.gsaoi_science import stack_gsaoi
 def main(smk) -> None:
     stacked = stack_gsaoi(
         smk.input.frames,
+        sequence=smk.input.sequence,
         align=options(smk.params.align),
         resample=options(smk.params.resample),
         stack=options(smk.params.stack),

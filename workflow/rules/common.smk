@@ -285,8 +285,13 @@ def gsaoi_sky_inputs(wildcards):
 
 
 def gsaoi_stack_inputs(wildcards):
+    """Sky-subtracted object frames, and every frame of the group for the WCS check."""
     objects = gsaoi_sky_table(wildcards.group)
-    return {"frames": [f"{OUTDIR}/frames/{root}_skySubtracted.fits" for root in objects]}
+    everyone = members(wildcards.group, ["science", "standard"])["root"]
+    return {
+        "frames": [f"{OUTDIR}/frames/{root}_skySubtracted.fits" for root in objects],
+        "sequence": [f"{OUTDIR}/frames/{root}_flatCorrected.fits" for root in everyone],
+    }
 
 
 def gsaoi_magnitude(wildcards):

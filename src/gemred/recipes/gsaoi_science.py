@@ -137,16 +137,30 @@ def _offsets(frame: Frame) -> tuple[float, float]:
     return float(frame.phu.get("POFFSET", 0.0)), float(frame.phu.get("QOFFSET", 0.0))
 
 
-def _checked_headers(paths: Sequence[Path], bad_wcs: str) -> list[list]:
-    """Extension headers of every frame after the WCS check (pixels are read one frame at a time)."""
+def _checked_headers(paths: Sequence[Path], sequence: Sequence[Path], bad_wcs: str) -> list[list]:
+    """Extension headers of the frames ``paths`` after the WCS check of the whole ``sequence``.
+
+    The check compares each frame with the first of its group in time (objects and skies
+    together: with sky frames left out, the dead time between object frames would split the
+    group); frames are read one at a time and only their headers kept.
+    """
     shells = []
-    for path in paths:
+    for path in sequence:
         frame = read_frame(path)
         shells.append(
             Frame(frame.phu, [Extension(np.zeros((1, 1), np.float32), e.header) for e in frame], frame.root)
         )
         del frame
-    return [[ext.header for ext in frame] for frame in check_wcs(shells, mode=bad_wcs)]
+    checked = {frame.root: [ext.header for ext in frame] for frame in check_wcs(shells, mode=bad_wcs)}
+    headers = []
+    for path in paths:
+        frame = read_frame(path)
+        if frame.root not in checked:
+            msg = f"{path}: frame {frame.root} is not in the sequence whose WCS is checked; add it"
+            raise GemredInputError(msg)
+        headers.append(checked[frame.root])
+        del frame
+    return headers
 
 
 def stack_gsaoi(
@@ -158,6 +172,7 @@ def stack_gsaoi(
     detect: Mapping | None = None,
     magnitude: float | None = None,
     bad_wcs: str = "exit",
+    sequence: Sequence[PathLike] | None = None,
     scratch: PathLike | None = None,
 ) -> Frame:
     """Align, resample onto one North-up grid and stack GSAOI frames into the ``_image`` product.
@@ -183,6 +198,9 @@ def stack_gsaoi(
     bad_wcs : {'exit', 'fix', 'new', 'ignore'}
         DRAGONS ``prepare`` WCS check of the frames against their telescope offsets
         (:func:`gemred.primitives.wcs_check.check_wcs`), before alignment.
+    sequence : sequence of path-like, optional
+        The frames whose WCS are checked together (the whole observing sequence, sky frames
+        included); default ``paths``. Every frame of ``paths`` must be among them.
     scratch : path-like, optional
         Folder for the resampled frames (a temporary folder inside it is removed at the end);
         default the system's temporary folder.
@@ -209,7 +227,7 @@ def stack_gsaoi(
         msg = "resampleToCommonFrame: trim_data=true is not supported for GSAOI; set it to false"
         raise GemredInputError(msg)
     pixel_scale = resample_options.pop("pixel_scale", None)
-    headers = _checked_headers(paths, bad_wcs)
+    headers = _checked_headers(paths, [Path(p) for p in sequence or paths], bad_wcs)
     geometries, catalogs, offsets = [], [], []
     for path, header in zip(paths, headers, strict=True):
         frame = read_frame(path)
