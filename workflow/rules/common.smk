@@ -235,7 +235,9 @@ def gsaoi_params(primitive):
 def gsaoi_row(frame):
     rows = GSAOI_FRAMES[GSAOI_FRAMES["root"] == frame]
     if rows.empty:
-        raise WorkflowError(f"{config['datasets']}: no GSAOI science or standard frame {frame!r}")
+        raise WorkflowError(
+            f"{config['datasets']}: no GSAOI science or standard frame {frame!r}"
+        )
     return rows.iloc[0].to_dict()
 
 
@@ -275,7 +277,9 @@ def gsaoi_sky_table(group):
         table = associate_sky(objects, skies, **config["associateSky"])
     except GemredInputError as exc:
         raise WorkflowError(f"{config['datasets']}, group {group}: {exc}") from None
-    return {raw_root(obj): [raw_root(sky) for sky in skies] for obj, skies in table.items()}
+    return {
+        raw_root(obj): [raw_root(sky) for sky in skies] for obj, skies in table.items()
+    }
 
 
 def gsaoi_sky_inputs(wildcards):
