@@ -15,6 +15,7 @@ configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 include: "workflow/rules/common.smk"
 include: "workflow/rules/calibration.smk"
 include: "workflow/rules/science.smk"
+include: "workflow/rules/gsaoi.smk"
 
 
 rule all:

@@ -110,9 +110,20 @@ def test_gsaoi_groups_mix_lamp_on_and_off(gsaoi_raw_dir, tmp_path):
     rows = read_table(table)
     flats = rows.loc[rows["role"] == "lamp_on_flat", "group"].iat[0]
     assert set(rows.loc[rows["group"] == flats, "role"]) == {"lamp_on_flat", "lamp_off_flat"}
-    # GSAOI reduction rules come with their own issue: the plan has nothing to run yet.
-    proc = snakemake(REPO, "-n", "--config", f"datasets={table}", f"output_dir={tmp_path / 'out'}")
-    assert "master_bias" not in proc.stdout and "stack_science" not in proc.stdout
+    # These hand-made standards are all within 1" of one another: no frame has a sky, and the
+    # plan stops before any job, naming the group. (Snakemake reports the GSAOI rule's
+    # "no sky frame" or the GMOS stack rule's "no frame of group", whichever it tried last.)
+    out = f"output_dir={tmp_path / 'out'}"
+    proc = snakemake(REPO, "-n", "--config", f"datasets={table}", out, check=False)
+    assert proc.returncode != 0 and "S20170504S0114" in proc.stdout + proc.stderr
+    # Without them the plan is the GSAOI reduction of the science group alone.
+    rows.loc[rows["role"] == "standard", "role"] = "ignore"
+    rows.to_csv(table, sep="\t", index=False)
+    jobs = planned_jobs(snakemake(REPO, "-n", "--config", f"datasets={table}", out).stdout)
+    science = int((rows["role"] == "science").sum())
+    assert jobs["gsaoi_flat"] == 1 and jobs["gsaoi_calibrate"] == science and jobs["gsaoi_stack"] == 1
+    assert 0 < jobs["gsaoi_sky"] == jobs["gsaoi_sky_subtract"] < science
+    assert "master_bias" not in jobs and "stack_science" not in jobs
 
 
 def test_lint_is_clean(dataset):

@@ -208,7 +208,9 @@ def _catalogue(ext: Extension, found: _Extraction, phot_min_radius: float) -> Ta
     radius = float(max(phot_min_radius, 2.0 * _typical_fwhm(obj, fwhm)))
     if n:
         theta = np.clip(obj["theta"], -np.pi / 2, np.pi / 2)
-        a, b = np.maximum(obj["a"], 1e-3), np.maximum(obj["b"], 1e-3)
+        # sep returns NaN axes for a source whose second moments are degenerate (a line of pixels).
+        a = np.maximum(np.nan_to_num(obj["a"], nan=1e-3), 1e-3)
+        b = np.maximum(np.nan_to_num(obj["b"], nan=1e-3), 1e-3)
         wx, wy, wflag = sep.winpos(data, x, y, fwhm / 2.3548, mask=mask)
         ok = (wflag == 0) & np.isfinite(wx) & np.isfinite(wy) & (np.hypot(wx - x, wy - y) < fwhm)
         xwin[ok], ywin[ok] = wx[ok], wy[ok]

@@ -16,6 +16,7 @@ from gemred.caldb import CalibrationDB
 from gemred.io import GemredInputError
 from gemred.instruments.gmos import needs_fringe_correction
 from gemred.provenance import software_version
+from gemred.sky import associate_sky, separate_sky
 from gemred.table import read_table
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -66,7 +67,7 @@ wildcard_constraints:
     or "[^/]+",
 
 
-# Instruments whose reduction the workflow runs (GSAOI groups are listed but not reduced yet).
+# Instruments reduced by the GMOS rules (GSAOI has its own rules and targets, gsaoi.smk).
 REDUCED_INSTRUMENTS = ("GMOS-N", "GMOS-S")
 
 
@@ -111,6 +112,7 @@ CALDB = CalibrationDB(config["calibrations"]["caldb"])
 STORED_KIND = {
     "bias": "processed_bias",
     "twilight_flat": "processed_flat",
+    "lamp_flat": "processed_flat",
     "bpm": "bpm",
 }
 
@@ -157,7 +159,7 @@ def _made_or_stored(kind, group, roles):
         )
     except GemredInputError as exc:
         return stored_calibration(kind, group, roles, str(exc))
-    return processed(kind.removeprefix("twilight_"), source)
+    return processed("flat" if kind.endswith("_flat") else kind, source)
 
 
 def bpm_file(group, roles=None):
@@ -267,12 +269,126 @@ def stack_inputs(wildcards):
 
 
 def all_targets():
-    """Every science stack and its preview (so every calibration they need) of the instruments reduced."""
+    """Every science stack and its preview (so every calibration they need), and the GSAOI stacks."""
     science = FRAMES[
         (FRAMES["role"] == "science") & FRAMES["instrument"].isin(REDUCED_INSTRUMENTS)
     ]
+    return (
+        expand(
+            f"{OUTDIR}/science/{{group}}_image.{{ext}}",
+            group=sorted(science["group"].unique()),
+            ext=("fits", "png"),
+        )
+        + gsaoi_targets()
+    )
+
+
+# ---------------------------------------------------------------- GSAOI (rules in gsaoi.smk)
+# GSAOI frames of the table that the workflow reduces: science (objects and skies) and standards.
+GSAOI_FRAMES = FRAMES[
+    (FRAMES["instrument"] == "GSAOI") & FRAMES["role"].isin(["science", "standard"])
+]
+GSAOI_FLAT_ROLES = ["lamp_on_flat", "lamp_off_flat"]
+
+
+wildcard_constraints:
+    gsaoi_frame="|".join(re.escape(root) for root in GSAOI_FRAMES["root"]) or "[^/]+",
+
+
+def gsaoi_groups(roles):
+    """Groups of GSAOI rows with the given roles."""
+    rows = FRAMES[(FRAMES["instrument"] == "GSAOI") & FRAMES["role"].isin(roles)]
+    return sorted(rows["group"].dropna().unique())
+
+
+def gsaoi_group_pattern(roles):
+    """Regular expression matching the GSAOI groups of these roles (nothing if none)."""
+    return "|".join(re.escape(group) for group in gsaoi_groups(roles)) or "(?!)"
+
+
+def gsaoi_params(primitive):
+    """A primitive's settings with the GSAOI overrides of ``config['gsaoi']`` on top."""
+    return {**config[primitive], **config["gsaoi"].get(primitive, {})}
+
+
+def gsaoi_row(frame):
+    rows = GSAOI_FRAMES[GSAOI_FRAMES["root"] == frame]
+    if rows.empty:
+        raise WorkflowError(
+            f"{config['datasets']}: no GSAOI science or standard frame {frame!r}"
+        )
+    return rows.iloc[0].to_dict()
+
+
+def gsaoi_flat_for(group, role):
+    explicit = config["calibrations"]["processed_flat"]
+    return explicit or made_or_stored("lamp_flat", group, [role])
+
+
+def gsaoi_flat_inputs(wildcards):
+    group = wildcards.group
+    return {
+        "frames": list(members(group, GSAOI_FLAT_ROLES)["filename"]),
+        "bpm": bpm_file(group, GSAOI_FLAT_ROLES),
+    }
+
+
+def gsaoi_calibrate_inputs(wildcards):
+    row = gsaoi_row(wildcards.gsaoi_frame)
+    return {
+        "raw": row["filename"],
+        "flat": gsaoi_flat_for(row["group"], row["role"]),
+        "bpm": bpm_file(row["group"], [row["role"]]),
+    }
+
+
+def gsaoi_sky_table(group):
+    """Object frames of a GSAOI group and the sky frames each one gets (``separateSky``, ``associateSky``)."""
+    rows = members(group, ["science", "standard"])
+    options = config["separateSky"]
+    try:
+        objects, skies = separate_sky(
+            rows,
+            frac_fov=options["frac_FOV"],
+            ref_obj=options["ref_obj"] or None,
+            ref_sky=options["ref_sky"] or None,
+        )
+        table = associate_sky(objects, skies, **config["associateSky"])
+    except GemredInputError as exc:
+        raise WorkflowError(f"{config['datasets']}, group {group}: {exc}") from None
+    return {
+        raw_root(obj): [raw_root(sky) for sky in skies] for obj, skies in table.items()
+    }
+
+
+def gsaoi_sky_inputs(wildcards):
+    row = gsaoi_row(wildcards.gsaoi_frame)
+    skies = gsaoi_sky_table(row["group"])[wildcards.gsaoi_frame]
+    return {"frames": [f"{OUTDIR}/frames/{root}_flatCorrected.fits" for root in skies]}
+
+
+def gsaoi_stack_inputs(wildcards):
+    """Sky-subtracted object frames, and every frame of the group for the WCS check."""
+    objects = gsaoi_sky_table(wildcards.group)
+    everyone = members(wildcards.group, ["science", "standard"])["root"]
+    return {
+        "frames": [f"{OUTDIR}/frames/{root}_skySubtracted.fits" for root in objects],
+        "sequence": [f"{OUTDIR}/frames/{root}_flatCorrected.fits" for root in everyone],
+    }
+
+
+def gsaoi_magnitude(wildcards):
+    """Catalogue magnitude of a standard group's star in its filter, or None (then no zero point)."""
+    row = first_row(wildcards.group)
+    if row["role"] != "standard":
+        return None
+    magnitudes = config["standard_magnitudes"].get(str(row["object"]).strip(), {})
+    return magnitudes.get(str(row["filter_name"]).strip())
+
+
+def gsaoi_targets():
+    """The stack of every GSAOI science and standard group."""
     return expand(
-        f"{OUTDIR}/science/{{group}}_image.{{ext}}",
-        group=sorted(science["group"].unique()),
-        ext=("fits", "png"),
+        f"{OUTDIR}/science/{{group}}_image.fits",
+        group=gsaoi_groups(["science", "standard"]),
     )

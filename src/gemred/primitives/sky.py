@@ -1,0 +1,401 @@
+"""Sky frames from dithered or offset exposures, and their subtraction (DRAGONS' ``skyCorrect``).
+
+Which frames are sky and which skies serve each object frame is table logic
+(:mod:`gemred.sky`); this module does the pixel work of ``shared/reference/reduction-steps.md``
+section 4.2, steps 4 and 6, on flat-fielded frames in electrons:
+
+* :func:`sky_object_masks` (step 4): each sky frame gets a first-pass sky made from the
+  *other* sky frames without masking, the difference is searched for sources
+  (:func:`gemred.detection.object_mask`) and the segmentation is dilated by a disc of radius
+  ``dilation`` pixels. A source in one sky frame then cannot print a dark halo into the sky
+  of an object frame.
+* :func:`make_sky` (``stackSkyFrames``): the skies are brought to the level of the first one
+  by additive offsets measured on their unmasked good pixels (``zero=True``, ``scale=False``,
+  GSAOI's defaults: no darks are taken), then combined pixel by pixel by a median with
+  ``minmax`` rejection (``nlow = nhigh = 1``), object pixels left out wherever another
+  frame has the sky there (the DQ hierarchy of :func:`gemred.stacking.stack_arrays`). The
+  work is done in bands of rows, so its memory is bounded by ``memory_mb`` plus the output.
+* :func:`subtract_sky` (``subtractSky``): the sky is subtracted; with ``offset_sky`` its
+  additive level is first matched to the frame's, per array, on the pixels of the
+  difference that are not sources. VAR adds, DQ ORs.
+
+GSAOI's DRAGONS defaults (``geminidr/gsaoi/parameters_gsaoi.py``): dilation 6 px, median,
+minmax with ``nlow = nhigh = 1``, ``zero=True``, ``offset_sky=True``; the GSAOI tutorial sets
+``offset_sky=False`` for a target that fills the field.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from scipy import ndimage
+
+from gemred.detection import object_mask
+from gemred.dq import BAD_PIXEL, COSMIC_RAY, NO_DATA, UNILLUMINATED
+from gemred.frame import Extension, Frame
+from gemred.io import GemredInputError
+from gemred.stacking import level_offsets, stack_arrays
+
+__all__ = [
+    "SKY_DEFAULTS",
+    "SKY_DETECT_DEFAULTS",
+    "sky_object_masks",
+    "make_sky",
+    "subtract_sky",
+]
+
+log = logging.getLogger(__name__)
+
+#: DRAGONS' GSAOI ``skyCorrect`` defaults (``stackSkyFrames`` + ``subtractSky``).
+SKY_DEFAULTS: dict[str, object] = {
+    "mask_objects": True,
+    "dilation": 6.0,
+    "operation": "median",
+    "reject": "minmax",
+    "nlow": 1,
+    "nhigh": 1,
+    "offset_sky": True,
+}
+#: Detection for the sky masks: DRAGONS' GSAOI ``detectSources`` (1 sigma, 20 pixels) with a
+#: background mesh as large as its 256 pixels, so that the halos of bright stars, already freed
+#: of the sky by the first pass, are found rather than taken for background.
+SKY_DETECT_DEFAULTS: dict[str, float] = {
+    "threshold": 1.0,
+    "minarea": 20,
+    "back_size": 256,
+    "back_filtersize": 5,
+}
+#: Private DQ bit marking object pixels in the band work arrays only (never in an output):
+#: outside the DQ hierarchy, so the stack uses such a pixel only if every input is one.
+_OBJECT = np.uint16(1 << 15)
+#: DQ bits of pixels that do not measure the sky level.
+_LEVEL_BAD = BAD_PIXEL | COSMIC_RAY | NO_DATA | UNILLUMINATED
+#: Largest number of pixels per extension used to measure a level (evenly spaced rows).
+_LEVEL_PIXELS = 1 << 20
+#: Work bytes per input pixel of a band: SCI, VAR, DQ copies plus the sorted stack.
+_BAND_BYTES_PER_PIXEL = 24
+Masks = Sequence[Sequence[np.ndarray]]
+
+
+def _check_frames(frames: Sequence[Frame], what: str) -> list[Frame]:
+    frames = list(frames)
+    if not frames:
+        msg = f"{what}: no sky frames given"
+        raise GemredInputError(msg)
+    shapes = [ext.shape for ext in frames[0]]
+    for frame in frames[1:]:
+        if [ext.shape for ext in frame] != shapes:
+            msg = (
+                f"{frame.root}: array shapes {[ext.shape for ext in frame]} differ from {frames[0].root}'s "
+                f"{shapes}; skies must have the read-out area of the object frame"
+            )
+            raise GemredInputError(msg)
+    return frames
+
+
+def _dilate(mask: np.ndarray, radius: float) -> np.ndarray:
+    """Grow a mask by a disc of ``radius`` pixels (float radius, as DRAGONS' ``dilation``).
+
+    The same as a binary dilation by the disc ``x**2 + y**2 <= radius**2``, through the
+    distance to the nearest masked pixel, which is several times faster for large discs.
+    """
+    if radius < 1 or not mask.any():
+        return mask
+    return ndimage.distance_transform_edt(~mask) <= radius + 1e-9
+
+
+def _difference(ext: Extension, background: Extension) -> Extension:
+    """``ext - background`` with the VAR of both and the DQ of both (for detection)."""
+    var = None if ext.var is None else ext.var + (0 if background.var is None else background.var)
+    dq = ext.dq if background.dq is None else (background.dq if ext.dq is None else ext.dq | background.dq)
+    return Extension(ext.sci - background.sci, ext.header, var=var, dq=dq)
+
+
+def _masks_of(frame: Frame, background: Frame, dilation: float, detect: Mapping | None) -> list[np.ndarray]:
+    """Dilated source masks of ``frame - background``, one per extension."""
+    masks = []
+    for ext, bg in zip(frame, background, strict=True):
+        diff = _difference(ext, bg)
+        try:
+            found = object_mask(diff, dilation=0, **{**SKY_DETECT_DEFAULTS, **(detect or {})})
+        except ValueError as err:
+            msg = f"{frame.root}: source detection for the sky mask failed ({err}); check the detect options"
+            raise GemredInputError(msg) from err
+        masks.append(_dilate(found, dilation))
+    return masks
+
+
+def _rejection(n_img: int, reject: str, nlow: int, nhigh: int) -> tuple[str, int, int]:
+    """Lower ``nlow``/``nhigh`` (high first) so that ``minmax`` keeps at least one input."""
+    if reject != "minmax" or nlow + nhigh < n_img:
+        return reject, nlow, nhigh
+    new_high = min(nhigh, max(0, n_img - 1))
+    new_low = min(nlow, max(0, n_img - 1 - new_high))
+    log.warning(
+        "only %d sky frame(s): minmax rejection lowered from nlow=%d, nhigh=%d to %d, %d",
+        n_img,
+        nlow,
+        nhigh,
+        new_low,
+        new_high,
+    )
+    return reject, new_low, new_high
+
+
+def sky_object_masks(
+    frames: Sequence[Frame],
+    *,
+    dilation: float = 6.0,
+    detect: Mapping | None = None,
+    memory_mb: float = 512.0,
+) -> list[list[np.ndarray]]:
+    """Source masks of sky frames, found on first-pass sky-subtracted copies (DRAGONS step 4).
+
+    Each frame's first-pass sky is the median of all the *other* frames, offset to a common
+    level, without object masks; sources are detected on the difference
+    (:func:`gemred.detection.object_mask`) and the masks dilated by a disc of radius
+    ``dilation``. The median is taken without rejection: dropping as many low as high values
+    before a median leaves it unchanged, and skipping the rejection makes the first pass
+    about four times cheaper. Compute the masks once per sky frame and pass them to every
+    :func:`make_sky` that uses the frame.
+
+    Parameters
+    ----------
+    frames : sequence of Frame
+        At least two flat-fielded sky frames with the same extensions (VAR used as the noise).
+    dilation : float
+        Radius in pixels of the disc by which each mask is grown.
+    detect : mapping, optional
+        Overrides of :data:`SKY_DETECT_DEFAULTS`, options of
+        :func:`gemred.detection.object_mask` (``threshold``, ``minarea``, ``back_size``, ...).
+    memory_mb : float
+        Memory for the band work arrays of the first-pass skies.
+
+    Returns
+    -------
+    list of list of numpy.ndarray
+        Per frame, per extension, ``True`` on source pixels.
+
+    Raises
+    ------
+    GemredInputError
+        With fewer than two frames, frames of different shapes, or a failed detection
+        (naming the frame).
+    """
+    frames = _check_frames(frames, "sky_object_masks")
+    if len(frames) < 2:
+        msg = f"{frames[0].root}: a sky frame's sources are found against other sky frames; give at least two"
+        raise GemredInputError(msg)
+    if dilation < 0:
+        msg = f"dilation must be >= 0, not {dilation}"
+        raise ValueError(msg)
+    result = []
+    for i, frame in enumerate(frames):
+        others = frames[:i] + frames[i + 1 :]
+        first_pass = make_sky(others, mask_objects=False, reject="none", memory_mb=memory_mb)
+        result.append(_masks_of(frame, first_pass, dilation, detect))
+    return result
+
+
+def _level_rows(ny: int, nx: int) -> np.ndarray:
+    step = max(1, int(np.ceil(ny * nx / _LEVEL_PIXELS)))
+    return np.arange(0, ny, step)
+
+
+def _work_dq(ext: Extension, mask: np.ndarray | None, rows: slice | np.ndarray) -> np.ndarray:
+    dq = np.zeros(ext.sci[rows].shape, np.uint16) if ext.dq is None else ext.dq[rows].copy()
+    if mask is not None:
+        dq[mask[rows]] |= _OBJECT
+    return dq
+
+
+def make_sky(
+    frames: Sequence[Frame],
+    *,
+    mask_objects: bool = True,
+    dilation: float = 6.0,
+    operation: str = "median",
+    reject: str = "minmax",
+    nlow: int = 1,
+    nhigh: int = 1,
+    detect: Mapping | None = None,
+    masks: Masks | None = None,
+    memory_mb: float = 512.0,
+) -> Frame:
+    """Combine sky frames into one sky, sources masked (DRAGONS ``stackSkyFrames``, GSAOI).
+
+    Every extension of every frame is offset to the level of the first frame's
+    (:func:`gemred.stacking.level_offsets` with ``zero=True``, on the pixels that are neither
+    sources nor flagged bad), then the frames are combined pixel by pixel with
+    :func:`gemred.stacking.stack_arrays`: source pixels and bad pixels are used only where
+    every frame has one there, and the survivors are rejected and combined as asked. VAR
+    follows the combination (``pi/2`` times the mean VAR over the count for a median), DQ is
+    the OR of the inputs used. Bands of rows are processed at a time.
+
+    Parameters
+    ----------
+    frames : sequence of Frame
+        Flat-fielded sky frames (electrons, with VAR and DQ) with the same extensions; the
+        output takes the first one's headers and root.
+    mask_objects : bool
+        Leave source pixels out of the combination.
+    dilation : float
+        Radius (pixels) by which the source masks are grown, when they are computed here.
+    operation : {'median', 'lmedian', 'mean', 'wtmean'}
+        Combination of the surviving inputs.
+    reject : {'minmax', 'sigclip', 'varclip', 'none'}
+        Rejection before combining (DRAGONS ``reject_method``).
+    nlow, nhigh : int
+        Inputs dropped at each end by ``minmax``; lowered (with a warning) when too few
+        frames are given for them.
+    detect : mapping, optional
+        Overrides of :data:`SKY_DETECT_DEFAULTS`, when the masks are computed here.
+    masks : sequence of sequence of numpy.ndarray, optional
+        Precomputed source masks per frame and extension (:func:`sky_object_masks`); if None
+        and ``mask_objects``, they are computed here from these frames.
+    memory_mb : float
+        Memory for the band work arrays.
+
+    Returns
+    -------
+    Frame
+        The sky, in the units of the inputs: first frame's headers, ``NCOMBINE``,
+        ``SKYOFFn`` (offset added to frame n, extension 1) and a ``SKYSTACK`` stamp in the
+        primary header.
+
+    Raises
+    ------
+    GemredInputError
+        If no frame is given, their shapes differ, or the masks do not match the frames.
+    ValueError
+        For invalid stacking options.
+    """
+    frames = _check_frames(frames, "make_sky")
+    if memory_mb <= 0:
+        msg = f"memory_mb must be positive (got {memory_mb})"
+        raise ValueError(msg)
+    n_img = len(frames)
+    if mask_objects and masks is None and n_img > 1:
+        masks = sky_object_masks(frames, dilation=dilation, detect=detect, memory_mb=memory_mb)
+    if not mask_objects:
+        masks = None
+    if masks is not None:
+        masks = [list(m) for m in masks]
+        shapes = [[np.shape(m) for m in frame_masks] for frame_masks in masks]
+        if shapes != [[ext.shape for ext in frames[0]]] * n_img:
+            msg = f"{frames[0].root}: the {len(masks)} object masks given do not match the {n_img} sky frames"
+            raise GemredInputError(msg)
+    reject, nlow, nhigh = _rejection(n_img, reject, nlow, nhigh)
+    stack_kwargs = {"operation": operation, "reject_method": reject, "nlow": nlow, "nhigh": nhigh}
+    has_var = all(ext.var is not None for frame in frames for ext in frame)
+    out_exts = []
+    all_offsets = []
+    for k, template in enumerate(frames[0]):
+        ny, nx = template.shape
+        ext_masks = [None] * n_img if masks is None else [m[k] for m in masks]
+        rows = _level_rows(ny, nx)
+        samples = [
+            (f[k].sci[rows], _work_dq(f[k], m, rows) & np.uint16(_OBJECT | _LEVEL_BAD))
+            for f, m in zip(frames, ext_masks, strict=True)
+        ]
+        _, offsets = level_offsets(samples, zero=True)
+        all_offsets.append(offsets)
+        sci_out = np.empty((ny, nx), np.float32)
+        var_out = np.empty((ny, nx), np.float32) if has_var else None
+        dq_out = np.empty((ny, nx), np.uint16)
+        step = max(1, int(memory_mb * 2**20 // (n_img * nx * _BAND_BYTES_PER_PIXEL)))
+        for r0 in range(0, ny, step):
+            band = slice(r0, min(r0 + step, ny))
+            sci = np.stack([f[k].sci[band] + np.float32(z) for f, z in zip(frames, offsets, strict=True)])
+            var = np.stack([f[k].var[band] for f in frames]) if has_var else None
+            dq = np.stack([_work_dq(f[k], m, band) for f, m in zip(frames, ext_masks, strict=True)])
+            s, v, d = stack_arrays(sci, var, dq, **stack_kwargs)
+            sci_out[band] = s
+            dq_out[band] = d & ~_OBJECT
+            if var_out is not None:
+                var_out[band] = v
+        out_exts.append(Extension(sci_out, template.header.copy(), var=var_out, dq=dq_out))
+    phu = frames[0].phu.copy()
+    phu["NCOMBINE"] = (n_img, "Number of sky frames combined")
+    phu["SKYMASK"] = (masks is not None, "Sources masked in the sky frames")
+    for i, offset in enumerate(all_offsets[0], start=1):
+        phu[f"SKYOFF{i}"] = (round(float(offset), 3), f"Offset added to sky frame {i}, extension 1")
+    sky = Frame(phu, out_exts, frames[0].root)
+    sky.stamp("SKYSTACK", "UT time stamp for make_sky (stackSkyFrames)")
+    return sky
+
+
+def _sky_level(diff: np.ndarray, good: np.ndarray) -> float:
+    """Level of the source-free pixels of a sky-subtracted array: their median."""
+    values = diff[good]
+    return float(np.median(values)) if values.size else 0.0
+
+
+def subtract_sky(
+    frame: Frame,
+    sky: Frame,
+    *,
+    offset_sky: bool = True,
+    dilation: float = 6.0,
+    detect: Mapping | None = None,
+) -> Frame:
+    """Subtract a sky frame (DRAGONS ``subtractSky``), optionally matching its level first.
+
+    With ``offset_sky``, for each extension the sources of ``frame - sky`` are found
+    (:func:`gemred.detection.object_mask`, dilated by ``dilation``) and the median of the
+    difference over the other good pixels is added to the sky before it is subtracted, so the
+    background of the result is zero whatever the sky did between the exposures. Without it
+    the sky is subtracted as it is. VAR is the sum of both VARs, DQ the OR of both.
+
+    Parameters
+    ----------
+    frame : Frame
+        Flat-fielded object frame (electrons).
+    sky : Frame
+        Its sky (:func:`make_sky`), same extensions.
+    offset_sky : bool
+        Match the sky's additive level to the frame's.
+    dilation : float
+        Radius (pixels) by which the source masks are grown.
+    detect : mapping, optional
+        Overrides of :data:`SKY_DETECT_DEFAULTS`.
+
+    Returns
+    -------
+    Frame
+        The sky-subtracted frame: ``SKYLEVEL`` (level added to the sky, electrons) in each
+        extension header when ``offset_sky``, and ``SKYCORR`` stamped in the primary header.
+
+    Raises
+    ------
+    GemredInputError
+        If the shapes differ, or the frame was already sky-subtracted.
+    """
+    if [ext.shape for ext in frame] != [ext.shape for ext in sky]:
+        msg = (
+            f"{frame.root}: array shapes {[ext.shape for ext in frame]} differ from those of its sky "
+            f"{sky.root} ({[ext.shape for ext in sky]}); use skies of the same read-out area"
+        )
+        raise GemredInputError(msg)
+    if "SKYCORR" in frame.phu:
+        msg = f"{frame.root}: already sky-subtracted (SKYCORR in its header); use the flat-fielded frame"
+        raise GemredInputError(msg)
+    masks = _masks_of(frame, sky, dilation, detect) if offset_sky else [None] * len(frame)
+    out = []
+    for ext, sky_ext, mask in zip(frame, sky, masks, strict=True):
+        diff = _difference(ext, sky_ext)
+        header = ext.header.copy()
+        if mask is not None:
+            good = ~mask & np.isfinite(diff.sci)
+            if diff.dq is not None:
+                good &= (diff.dq & _LEVEL_BAD) == 0
+            level = _sky_level(diff.sci, good)
+            diff.sci -= np.float32(level)
+            header["SKYLEVEL"] = (round(level, 3), "Level added to the sky before subtraction (e-)")
+        out.append(Extension(diff.sci, header, var=diff.var, dq=diff.dq, objcat=ext.objcat))
+    result = Frame(frame.phu.copy(), out, frame.root, {k: t.copy() for k, t in frame.tables.items()})
+    result.phu["SKYOFFST"] = (bool(offset_sky), "Sky level matched before subtraction")
+    result.stamp("SKYCORR", "UT time stamp for subtract_sky (skyCorrect)")
+    return result

@@ -1,0 +1,333 @@
+"""GSAOI imaging science, the end of DRAGONS' GSAOI ``reduce`` recipe: align, resample, stack.
+
+After flat correction and sky subtraction (:mod:`gemred.recipes.gsaoi_calibrations`,
+:mod:`gemred.primitives.sky`), :func:`stack_gsaoi` takes the frames of one group through
+``prepare``'s WCS check (``bad_wcs``, :mod:`gemred.primitives.wcs_check`),
+``detectSources`` (per array, positions through the static distortion model),
+``adjustWCSToReference`` (:func:`gemred.distortion.align_geometries`),
+``resampleToCommonFrame`` (all arrays of all frames onto one North-up grid,
+:func:`gemred.distortion.resample_to_grid`), ``scaleCountsToReference`` and
+``stackFrames``. Frames are read one at a time and their resampled versions written to a
+scratch folder, then stacked from disk in row bands (:func:`gemred.stacking.stack_files`),
+so memory does not grow with the number of frames.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from astropy.table import Table
+
+from gemred import dq as dqbits
+from gemred.detection import detect_sources
+from gemred.distortion import (
+    FrameGeometry,
+    align_geometries,
+    common_grid,
+    frame_geometry,
+    pixel_to_sky,
+    resample_to_grid,
+)
+from gemred.frame import Extension, Frame
+from gemred.io import GemredInputError, read_frame, write_frame
+from gemred.primitives.scaling import scale_counts_to_reference
+from gemred.primitives.wcs_check import check_wcs
+from gemred.recipes.gmos_science import detect_options
+from gemred.stacking import stack_files
+
+__all__ = [
+    "ALIGN_DEFAULTS",
+    "STACK_DEFAULTS",
+    "detect_frame",
+    "ZP_APERTURE_ARCSEC",
+    "stack_gsaoi",
+    "zero_point",
+]
+
+log = logging.getLogger(__name__)
+
+PathLike = str | os.PathLike
+
+#: GSAOI alignment: the arrays' distortion is modelled, so a small rotation and scale of each
+#: pointing are fitted too; sources brighter than the faintest matched are the
+#: ``max_sources`` brightest of each frame (a crowded field has thousands).
+ALIGN_DEFAULTS: dict[str, object] = {"rotate": True, "scale": True, "max_sources": 200}
+#: DRAGONS' GSAOI science stack: mean, sigma clipping, additive offsets.
+STACK_DEFAULTS: dict[str, object] = {
+    "operation": "mean",
+    "reject_method": "sigclip",
+    "lsigma": 3.0,
+    "hsigma": 3.0,
+    "zero": True,
+    "memory_mb": 256,
+}
+#: Radius (arcsec) of the aperture that measures a standard star: the AO halo is a Moffat of
+#: 0.45" FWHM whose wings hold about 2 % of the light beyond 1", 0.2 % beyond 2".
+ZP_APERTURE_ARCSEC = 2.0
+#: OBJCAT flags (SExtractor) that disqualify a source for alignment: blended, truncated.
+_BAD_FLAGS = 2 | 8
+
+
+def detect_frame(frame: Frame, geom: FrameGeometry, *, detect: Mapping | None = None) -> list[Table]:
+    """Source catalogues of every array, with RA/DEC through the distortion model.
+
+    Parameters
+    ----------
+    frame : Frame
+        A flat-corrected (normally sky-subtracted) GSAOI frame.
+    geom : FrameGeometry
+        Its geometry (:func:`gemred.distortion.frame_geometry`).
+    detect : mapping, optional
+        ``detectSources`` parameters (DRAGONS names).
+
+    Returns
+    -------
+    list of astropy.table.Table
+        One OBJCAT per extension (see :func:`gemred.detection.detect_sources`).
+    """
+    catalogs = []
+    for index, ext in enumerate(frame):
+        cat = detect_sources(ext, **detect_options(detect))
+        if len(cat):
+            ra, dec = pixel_to_sky(
+                geom, index, np.asarray(cat["X_IMAGE"], float) - 1.0, np.asarray(cat["Y_IMAGE"], float) - 1.0
+            )
+            cat["RA"], cat["DEC"] = ra, dec
+        catalogs.append(cat)
+    return catalogs
+
+
+def _fluxes(cat: Table) -> np.ndarray:
+    """``FLUX_AUTO`` of a catalogue as floats, -inf where it is masked or not finite."""
+    flux = np.ma.masked_invalid(np.ma.asarray(cat["FLUX_AUTO"], dtype=float))
+    return flux.filled(-np.inf)
+
+
+def _brightest(catalogs: list[Table], limit: int) -> list[Table]:
+    """The ``limit`` brightest unflagged sources of a frame, kept in their extensions."""
+    fluxes = np.concatenate(
+        [
+            np.where((np.asarray(c["FLAGS"]) & _BAD_FLAGS) == 0, _fluxes(c), -np.inf)
+            for c in catalogs
+            if len(c)
+        ]
+        or [np.zeros(0)]
+    )
+    finite = fluxes[np.isfinite(fluxes)]
+    if finite.size == 0:
+        return catalogs
+    cut = np.sort(finite)[::-1][min(limit, finite.size) - 1]
+    out = []
+    for cat in catalogs:
+        if len(cat) == 0:
+            out.append(cat)
+            continue
+        keep = ((np.asarray(cat["FLAGS"]) & _BAD_FLAGS) == 0) & (_fluxes(cat) >= cut)
+        out.append(cat[keep])
+    return out
+
+
+def _offsets(frame: Frame) -> tuple[float, float]:
+    return float(frame.phu.get("POFFSET", 0.0)), float(frame.phu.get("QOFFSET", 0.0))
+
+
+def _checked_headers(paths: Sequence[Path], sequence: Sequence[Path], bad_wcs: str) -> list[list]:
+    """Extension headers of the frames ``paths`` after the WCS check of the whole ``sequence``.
+
+    The check compares each frame with the first of its group in time (objects and skies
+    together: with sky frames left out, the dead time between object frames would split the
+    group); frames are read one at a time and only their headers kept.
+    """
+    shells = []
+    for path in sequence:
+        frame = read_frame(path)
+        shells.append(
+            Frame(frame.phu, [Extension(np.zeros((1, 1), np.float32), e.header) for e in frame], frame.root)
+        )
+        del frame
+    checked = {frame.root: [ext.header for ext in frame] for frame in check_wcs(shells, mode=bad_wcs)}
+    headers = []
+    for path in paths:
+        frame = read_frame(path)
+        if frame.root not in checked:
+            msg = f"{path}: frame {frame.root} is not in the sequence whose WCS is checked; add it"
+            raise GemredInputError(msg)
+        headers.append(checked[frame.root])
+        del frame
+    return headers
+
+
+def stack_gsaoi(
+    paths: Sequence[PathLike],
+    *,
+    align: Mapping | None = None,
+    resample: Mapping | None = None,
+    stack: Mapping | None = None,
+    detect: Mapping | None = None,
+    magnitude: float | None = None,
+    bad_wcs: str = "exit",
+    sequence: Sequence[PathLike] | None = None,
+    scratch: PathLike | None = None,
+) -> Frame:
+    """Align, resample onto one North-up grid and stack GSAOI frames into the ``_image`` product.
+
+    Parameters
+    ----------
+    paths : sequence of path-like
+        Sky-subtracted GSAOI frames of one group (4 array extensions each, in electrons);
+        the first is the reference for alignment, grid centre and exposure time.
+    align : mapping, optional
+        :func:`~gemred.distortion.align_geometries` options (DRAGONS ``adjustWCSToReference``)
+        over :data:`ALIGN_DEFAULTS`, plus ``max_sources``.
+    resample : mapping, optional
+        :func:`~gemred.distortion.resample_to_grid` options and ``pixel_scale`` (arcsec;
+        default GSAOI's nominal); ``trim_data`` is not supported and must be false.
+    stack : mapping, optional
+        :func:`~gemred.stacking.stack_files` options over :data:`STACK_DEFAULTS`.
+    detect : mapping, optional
+        ``detectSources`` parameters.
+    magnitude : float, optional
+        Catalogue magnitude of a standard star in the frames' filter: the zero point is
+        measured on the stack (:func:`zero_point`) and written to its primary header.
+    bad_wcs : {'exit', 'fix', 'new', 'ignore'}
+        DRAGONS ``prepare`` WCS check of the frames against their telescope offsets
+        (:func:`gemred.primitives.wcs_check.check_wcs`), before alignment.
+    sequence : sequence of path-like, optional
+        The frames whose WCS are checked together (the whole observing sequence, sky frames
+        included); default ``paths``. Every frame of ``paths`` must be among them.
+    scratch : path-like, optional
+        Folder for the resampled frames (a temporary folder inside it is removed at the end);
+        default the system's temporary folder.
+
+    Returns
+    -------
+    Frame
+        The stack, one extension per tile of the common grid (one at full size), in
+        electrons, with an OBJCAT per extension; ``NCOMBINE``, ``PROCSCI``.
+
+    Raises
+    ------
+    GemredInputError
+        If no paths are given, a frame is not GSAOI, or a frame cannot be aligned.
+    """
+    paths = [Path(p) for p in paths]
+    if not paths:
+        msg = "stack_gsaoi: no frames given"
+        raise GemredInputError(msg)
+    align_options = {**ALIGN_DEFAULTS, **dict(align or {})}
+    max_sources = int(align_options.pop("max_sources"))
+    resample_options = dict(resample or {})
+    if resample_options.pop("trim_data", False):
+        msg = "resampleToCommonFrame: trim_data=true is not supported for GSAOI; set it to false"
+        raise GemredInputError(msg)
+    pixel_scale = resample_options.pop("pixel_scale", None)
+    headers = _checked_headers(paths, [Path(p) for p in sequence or paths], bad_wcs)
+    geometries, catalogs, offsets = [], [], []
+    for path, header in zip(paths, headers, strict=True):
+        frame = read_frame(path)
+        for ext, checked in zip(frame, header, strict=True):
+            ext.header = checked
+        geom = frame_geometry(frame)
+        geometries.append(geom)
+        catalogs.append(_brightest(detect_frame(frame, geom, detect=detect), max_sources))
+        offsets.append(_offsets(frame))
+        del frame
+    geometries = align_geometries(geometries, catalogs, offsets=offsets, **align_options)
+    grid = common_grid(geometries, pixel_scale=pixel_scale)
+    log.info("common grid: %d tile(s) %s, centre %s", len(grid.tiles), grid.tiles, grid.centre)
+    stack_options = {**STACK_DEFAULTS, **dict(stack or {})}
+    with tempfile.TemporaryDirectory(prefix="gsaoi_resampled_", dir=scratch) as folder:
+        reference: Frame | None = None
+        resampled = []
+        for path, geom in zip(paths, geometries, strict=True):
+            frame = resample_to_grid(read_frame(path), geom, grid, **resample_options)
+            if reference is None:
+                reference = Frame(frame.phu.copy(), [], frame.root)  # only its EXPTIME is needed
+            frame = scale_counts_to_reference([reference, frame])[1]
+            out = Path(folder) / f"{frame.root}_resampled.fits"
+            write_frame(frame, out)
+            resampled.append(out)
+            del frame
+        stacked = stack_files(resampled, **stack_options)
+    stacked.root = geometries[0].root
+    for ext in stacked:
+        ext.header["BUNIT"] = "electron"
+        ext.objcat = detect_sources(ext, **detect_options(detect))
+    if magnitude is not None:
+        zero_point(stacked, magnitude=magnitude)
+    stacked.stamp("PROCSCI", "UT time stamp: processed science")
+    log.info(
+        "%s: stack of %d frames, %s sources",
+        stacked.root,
+        len(paths),
+        [len(ext.objcat) for ext in stacked],
+    )
+    return stacked
+
+
+def zero_point(stack: Frame, *, magnitude: float, aperture: float = ZP_APERTURE_ARCSEC) -> float:
+    """Measure a standard star's zero point on a stack and write it to the primary header.
+
+    The star is the source of largest ``FLUX_AUTO`` in the stack's OBJCATs; its counts are
+    summed in a circle of ``aperture`` arcsec (NO_DATA pixels left out) around it. The zero
+    point is the magnitude that gives one electron per second:
+    ``ZP = magnitude + 2.5 log10(counts / EXPTIME)``.
+
+    Parameters
+    ----------
+    stack : Frame
+        A sky-subtracted stack in electrons with OBJCATs and a TAN WCS per extension; its
+        primary header gets ``MAGZP``, ``MAGZPERR``, ``ZPMAG``, ``ZPAPER``.
+    magnitude : float
+        Catalogue magnitude of the star in the stack's filter.
+    aperture : float
+        Aperture radius, arcsec.
+
+    Returns
+    -------
+    float
+        The zero point.
+
+    Raises
+    ------
+    GemredInputError
+        If the stack has no source or no exposure time.
+    """
+    import sep  # lazily: only standards need it
+
+    best = None
+    for index, ext in enumerate(stack):
+        cat = ext.objcat
+        if cat is not None and len(cat):
+            flux = _fluxes(cat)
+            k = int(np.argmax(flux))
+            if np.isfinite(flux[k]) and (best is None or flux[k] > best[0]):
+                best = (float(flux[k]), index, float(cat["X_IMAGE"][k]), float(cat["Y_IMAGE"][k]))
+    exptime = float(stack.phu.get("EXPTIME", 0.0))
+    if best is None or exptime <= 0:
+        msg = f"{stack.root}: no source found or no EXPTIME; cannot measure the standard star's zero point"
+        raise GemredInputError(msg)
+    _, index, x, y = best
+    ext = stack[index]
+    scale = abs(float(ext.header["CD2_2"])) * 3600.0
+    sci = np.ascontiguousarray(ext.sci, dtype=np.float32)
+    var = None if ext.var is None else np.ascontiguousarray(ext.var, dtype=np.float32)
+    mask = None if ext.dq is None else (ext.dq & dqbits.NO_DATA) != 0
+    counts, error, _ = sep.sum_circle(sci, [x - 1.0], [y - 1.0], aperture / scale, var=var, mask=mask)
+    if not counts[0] > 0:
+        msg = f"{stack.root}: the standard star's aperture sum is {counts[0]}; check the sky subtraction"
+        raise GemredInputError(msg)
+    zp = magnitude + 2.5 * math.log10(float(counts[0]) / exptime)
+    zp_err = 2.5 / math.log(10) * float(error[0]) / float(counts[0])
+    stack.phu["MAGZP"] = (round(zp, 4), "Zero point: magnitude for 1 electron/s")
+    stack.phu["MAGZPERR"] = (round(zp_err, 4), "Statistical error of MAGZP (mag)")
+    stack.phu["ZPMAG"] = (magnitude, "Catalogue magnitude of the standard star")
+    stack.phu["ZPAPER"] = (aperture, "[arcsec] Aperture radius of the standard star")
+    log.info('%s: zero point %.3f +- %.3f from a %.1f" aperture', stack.root, zp, zp_err, aperture)
+    return zp

@@ -1,0 +1,332 @@
+"""The whole GSAOI reduction, run by Snakemake on the small simulated tutorial dataset and checked
+against the simulator's truth: products, astrometry across the four arrays, orientation,
+photometry, noise, sky level and the standard star's zero point.
+
+The workflow runs once per module (``--snakefile`` from another directory, as a user would,
+with the tutorial's ``prepare: bad_wcs: fix``); the tests read its products. The small preset
+keeps a 256 x 256 window at each corner of the field, so each stack holds four tiles of one
+North-up grid.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import sep
+from astropy.io import fits
+from astropy.wcs import WCS
+from scipy.spatial import cKDTree
+
+from gemred import dq
+from gemred.distortion import to_tangent
+from gemred.io import read_frame
+from gemred.simulation.gsaoi import AO_PSF, STANDARD, STANDARD_MAG
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+SCIENCE, STANDARD_STACK, FLAT = "S20170505S0095", "S20170504S0114", "S20170505S0030"
+OBJECT_FRAMES = [f"S20170505S{n:04d}" for n in (95, 96, 98, 100, 102, 104, 106, 108, 110)]
+STANDARD_FRAMES = [f"S20170504S{n:04d}" for n in range(114, 118)]
+EXPTIME = 60.0
+#: Photometry aperture (output pixels, 0.3") and the share of the modelled counts in it that a
+#: star must have for itself to be measured.
+APERTURE = 15.0
+OWN_SHARE = 0.8
+
+
+def _run(args: list[str], cwd: Path) -> None:
+    proc = subprocess.run(
+        [str(BIN / args[0]), *args[1:]], cwd=cwd, capture_output=True, text=True, timeout=1200
+    )
+    if proc.returncode != 0:
+        pytest.fail(
+            f"{' '.join(args)} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+        )
+
+
+@pytest.fixture(scope="module")
+def reduced(gsaoi_offsetsky_small, tmp_path_factory) -> tuple[Path, Path]:
+    raw = gsaoi_offsetsky_small
+    root = tmp_path_factory.mktemp("reduce-gsaoi")
+    table = root / "datasets.tsv"
+    _run(["gemred", "table", str(raw), "-o", str(table)], root)
+    settings = root / "tutorial.yaml"
+    settings.write_text(
+        f'prepare:\n  bad_wcs: fix\nstandard_magnitudes:\n  "{STANDARD[0]}": {{Kshort: {STANDARD_MAG}}}\n'
+    )
+    work = root / "work"
+    work.mkdir()
+    _run(
+        [
+            "snakemake",
+            "--snakefile",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(work),
+            "--cores",
+            "2",
+            "--configfile",
+            str(settings),
+            "--config",
+            f"datasets={table}",
+            "output_dir=products",
+        ],
+        root,
+    )
+    return raw, work / "products"
+
+
+@pytest.fixture(scope="module")
+def truth(reduced):
+    raw = reduced[0]
+    return pd.read_csv(raw / "truth" / "stars.csv"), pd.read_csv(raw / "truth" / "stars_pixels.csv")
+
+
+@pytest.fixture(scope="module")
+def stack(reduced):
+    return read_frame(reduced[1] / "science" / f"{SCIENCE}_image.fits")
+
+
+def test_products_are_named_and_placed_as_dragons_does(reduced):
+    products = reduced[1]
+    assert (products / "calibrations" / f"{FLAT}_flat.fits").exists()
+    for frame in OBJECT_FRAMES + STANDARD_FRAMES:
+        assert (products / "frames" / f"{frame}_sky.fits").exists(), frame
+        assert (products / "frames" / f"{frame}_skySubtracted.fits").exists(), frame
+    # Offset-sky exposures are sky frames only: they get no sky of their own.
+    assert not (products / "frames" / "S20170505S0097_sky.fits").exists()
+    for name in (SCIENCE, STANDARD_STACK):
+        with fits.open(products / "science" / f"{name}_image.fits") as hdul:
+            names = {hdu.name for hdu in hdul[1:]}
+            assert {"SCI", "VAR", "DQ", "OBJCAT"} <= names
+            sci = [hdu for hdu in hdul if hdu.name == "SCI"]
+            assert len(sci) == 4  # one tile per field corner
+            assert all(hdu.header["BUNIT"] == "electron" for hdu in sci)
+            assert hdul[0].header["NCOMBINE"] == (9 if name == SCIENCE else 4)
+
+
+def _matched(stack, stars, *, min_counts=3e4, isolation=10.0, share=0.1, sigma=1.5):
+    """Windowed centroids in the stack of truth stars with no neighbour of more than ``share``
+    of their counts within ``isolation`` pixels (the AO core is 4.6 pixels wide)."""
+    rows = []
+    counts = stars["flux_e_per_s"].to_numpy() * EXPTIME
+    for index, ext in enumerate(stack):
+        x, y = WCS(ext.header).all_world2pix(stars["ra_deg"], stars["dec_deg"], 0)
+        tree = cKDTree(np.column_stack([x, y]))
+        edge = 10
+        inside = (
+            (counts > min_counts)
+            & (x > edge)
+            & (y > edge)
+            & (x < ext.shape[1] - edge)
+            & (y < ext.shape[0] - edge)
+        )
+        chosen = [
+            i
+            for i in np.flatnonzero(inside)
+            if not any(
+                counts[j] > share * counts[i]
+                for j in tree.query_ball_point([x[i], y[i]], isolation)
+                if j != i
+            )
+        ]
+        if not chosen:
+            continue
+        chosen = np.array(chosen)
+        bad = (ext.dq & (dq.NO_DATA | dq.SATURATED | dq.NON_LINEAR | dq.BAD_PIXEL)) != 0
+        cx, cy, flags = sep.winpos(ext.sci.astype(np.float32), x[chosen], y[chosen], sigma, mask=bad)
+        for i, xc, yc in zip(chosen[flags == 0], cx[flags == 0], cy[flags == 0], strict=True):
+            rows.append((index, int(stars.index[i]), xc, yc, x[i], y[i]))
+    return pd.DataFrame(rows, columns=["tile", "star", "x", "y", "x_true", "y_true"])
+
+
+def test_astrometry_across_the_four_arrays_matches_truth(stack, truth, reduced):
+    stars, pixels = truth
+    m = _matched(stack, stars)
+    assert m["tile"].nunique() == 4 and len(m) >= 50
+    residual = np.hypot(m["x"] - m["x_true"], m["y"] - m["y_true"])
+    # Median, not rms: a few centroids are pulled by fainter neighbours' halos (measured rms
+    # 0.27 px with them, median 0.15 px).
+    assert np.median(residual) < 0.2
+    for _, tile in m.groupby("tile"):
+        assert np.median(np.hypot(tile["x"] - tile["x_true"], tile["y"] - tile["y_true"])) < 0.25
+    # Without the distortion model (the raw headers' linear WCS of the reference frame) the
+    # same stars would land more than a pixel away.
+    ref = pixels[pixels["filename"] == f"{SCIENCE}.fits"].set_index("star_id")
+    raw = read_frame(reduced[0] / f"{SCIENCE}.fits")
+    linear = []
+    for tile, star, _, _, x_true, y_true in m.itertuples(index=False):
+        if star not in ref.index:
+            continue
+        row = ref.loc[star]
+        ra, dec = WCS(raw[int(row["ext"]) - 1].header).all_pix2world(row["x"], row["y"], 0)
+        x, y = WCS(stack[tile].header).all_world2pix(ra, dec, 0)
+        linear.append(np.hypot(x - x_true, y - y_true))
+    assert len(linear) >= 10
+    assert np.sqrt(np.mean(np.square(linear))) > 1.0
+
+
+def test_stack_is_north_up_east_left(stack, truth):
+    stars, _ = truth
+    m = _matched(stack, stars)
+    angles = []
+    for tile, rows in m.groupby("tile"):
+        ext = stack[tile]
+        centre = (ext.header["CRVAL1"], ext.header["CRVAL2"])
+        star = stars.set_index(stars.index).loc[rows["star"]]
+        xi, eta = to_tangent(star["ra_deg"].to_numpy(), star["dec_deg"].to_numpy(), centre)
+        # East is -x and North +y: the angle of the measured pixel offsets from the truth's
+        # (East, North) offsets, pair by pair about the mean.
+        dx, dy = rows["x"] - rows["x"].mean(), rows["y"] - rows["y"].mean()
+        de, dn = -(xi - xi.mean()), eta - eta.mean()
+        angles.append(np.degrees(np.arctan2(np.sum(de * dy - dn * dx), np.sum(de * dx + dn * dy))))
+        cd = WCS(ext.header).wcs.cd
+        assert cd[0, 0] < 0 < cd[1, 1] and cd[0, 1] == 0 == cd[1, 0]
+    # Rotation fitted across all tiles: the field is ~85" wide, so 0.05 deg is 3.7 pixels at
+    # the corners.
+    assert abs(np.mean(angles)) < 0.05
+
+
+def _aperture_model(dx: np.ndarray, dy: np.ndarray, radius: float) -> np.ndarray:
+    """Share of a truth PSF centred at (dx, dy) from the aperture centre that falls in it."""
+    g = np.arange(-radius, radius + 1e-9, 0.25)
+    gx, gy = np.meshgrid(g, g)
+    inside = gx**2 + gy**2 <= radius**2
+    px, py = gx[inside], gy[inside]
+    r2 = (px[None, :] - dx[:, None]) ** 2 + (py[None, :] - dy[:, None]) ** 2
+    return sum(w * profile(r2) for w, profile in AO_PSF.components).sum(axis=1) * 0.0625
+
+
+@pytest.fixture(scope="module")
+def photometry(stack, truth):
+    """Aperture sums at the truth positions and the truth's prediction for them.
+
+    The prediction adds the truth PSF of every catalogue star over the aperture; the
+    field is so crowded that even an isolated star's aperture holds its neighbours' halos.
+    """
+    stars, _ = truth
+    counts = stars["flux_e_per_s"].to_numpy() * EXPTIME
+    rows = []
+    for index, ext in enumerate(stack):
+        x, y = WCS(ext.header).all_world2pix(stars["ra_deg"], stars["dec_deg"], 0)
+        tree = cKDTree(np.column_stack([x, y]))
+        edge = APERTURE + 5
+        cand = np.flatnonzero(
+            (counts > 1e4)
+            & (counts < 3e6)
+            & (x > edge)
+            & (y > edge)
+            & (x < ext.shape[1] - edge)
+            & (y < ext.shape[0] - edge)
+        )
+        flagged = ((ext.dq & (dq.NO_DATA | dq.SATURATED | dq.NON_LINEAR)) != 0).astype(np.float32)
+        lost, _, _ = sep.sum_circle(flagged, x[cand], y[cand], APERTURE)
+        cand = cand[lost == 0]
+        measured, error, _ = sep.sum_circle(
+            ext.sci.astype(np.float32), x[cand], y[cand], APERTURE, var=ext.var.astype(np.float32), subpix=5
+        )
+        for i, value, err in zip(cand, measured, error, strict=True):
+            near = tree.query_ball_point([x[i], y[i]], APERTURE + 150)
+            parts = _aperture_model(x[near] - x[i], y[near] - y[i], APERTURE) * counts[near]
+            rows.append((index, value, err, parts.sum(), parts[near.index(i)] / parts.sum()))
+    table = pd.DataFrame(rows, columns=["tile", "measured", "error", "model", "own"])
+    return table[table["own"] > OWN_SHARE].reset_index(drop=True)
+
+
+def _fit_scale(phot: pd.DataFrame) -> tuple[float, np.ndarray]:
+    """measured = scale x model + a background level per tile (pixels x level); clipped fit."""
+    tiles = sorted(phot["tile"].unique())
+    area = np.pi * APERTURE**2
+    design = np.column_stack([phot["model"]] + [np.where(phot["tile"] == t, area, 0.0) for t in tiles])
+    weights = 1.0 / phot["error"].to_numpy()
+    keep = np.ones(len(phot), bool)
+    for _ in range(5):
+        coef, *_ = np.linalg.lstsq(
+            design[keep] * weights[keep, None], phot["measured"].to_numpy()[keep] * weights[keep], rcond=None
+        )
+        chi = (phot["measured"].to_numpy() - design @ coef) * weights
+        keep = np.abs(chi) < 5.0 * np.median(np.abs(chi)) / 0.6745
+    return float(coef[0]), chi[keep]
+
+
+def test_photometry_of_isolated_stars_matches_truth(photometry):
+    assert len(photometry) >= 20 and photometry["tile"].nunique() == 4
+    scale, _ = _fit_scale(photometry)
+    # The crowded field's unresolved light sits in the sky level, hence a level per tile.
+    assert scale == pytest.approx(1.0, abs=0.02)
+
+
+@pytest.mark.xfail(
+    strict=True, reason="aperture scatter is ~2.4x the VAR estimate (chi2/n ~6); not yet understood"
+)
+def test_photometric_scatter_is_consistent_with_var(photometry):
+    _, chi = _fit_scale(photometry)
+    assert 0.5 < np.mean(chi**2) < 2.0
+
+
+def _blank(ext, stars) -> np.ndarray:
+    """Pixels far from every truth star brighter than 2000 e and from the data's edges."""
+    x, y = WCS(ext.header).all_world2pix(stars["ra_deg"], stars["dec_deg"], 0)
+    counts = stars["flux_e_per_s"].to_numpy() * EXPTIME
+    yy, xx = np.mgrid[0 : ext.shape[0], 0 : ext.shape[1]]
+    blank = (ext.dq == 0) & (ext.var > 0)
+    for xs, ys, c in zip(x, y, counts, strict=True):
+        if c < 2000 or not (-60 < xs < ext.shape[1] + 60 and -60 < ys < ext.shape[0] + 60):
+            continue
+        radius = 12.0 * np.sqrt(c / 2000.0) ** 0.5
+        blank &= (xx - xs) ** 2 + (yy - ys) ** 2 > radius**2
+    return blank
+
+
+def _blank_ratios(stack, stars, block=4):
+    """(SCI / sqrt(VAR)) of blank blocks of ``block`` x ``block`` pixels (sums), per tile.
+
+    Resampling correlates neighbouring pixels (cubic interpolation: the per-pixel ratio has a
+    standard deviation of 0.83 here), so the noise is compared on blocks.
+    """
+    out = []
+    for ext in stack:
+        blank = _blank(ext, stars)
+        ny, nx = (n // block * block for n in ext.shape)
+        shape = (ny // block, block, nx // block, block)
+        sci = ext.sci[:ny, :nx].reshape(shape).sum(axis=(1, 3), dtype=np.float64)
+        var = ext.var[:ny, :nx].reshape(shape).sum(axis=(1, 3), dtype=np.float64)
+        good = blank[:ny, :nx].reshape(shape).all(axis=(1, 3))
+        out.append(sci[good] / np.sqrt(var[good]))
+    return out
+
+
+def test_noise_matches_var_on_blank_sky(stack, truth):
+    stars, _ = truth
+    ratios = _blank_ratios(stack, stars)
+    assert all(len(r) > 100 for r in ratios)
+    assert 0.9 < np.std(np.concatenate(ratios)) < 1.15
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="blank-sky level is -0.2 sigma per pixel: the level match of the sky subtraction "
+    "takes the unresolved light of the crowded field for sky",
+)
+def test_sky_level_on_blank_sky_is_zero(stack, truth):
+    stars, _ = truth
+    for ext in stack:
+        blank = _blank(ext, stars)
+        assert abs(np.mean(ext.sci[blank]) / np.sqrt(np.mean(ext.var[blank]))) < 0.05
+
+
+def test_standard_star_zero_point_matches_truth(reduced, truth):
+    stars, _ = truth
+    phu = fits.getheader(reduced[1] / "science" / f"{STANDARD_STACK}_image.fits")
+    star = stars[(stars["field"] == "standard")].sort_values("mag").iloc[0]
+    assert star["mag"] == STANDARD_MAG
+    true_zp = STANDARD_MAG + 2.5 * np.log10(star["flux_e_per_s"])
+    assert phu["ZPMAG"] == STANDARD_MAG
+    # The 2" aperture misses 0.15 % of the AO halo: 0.002 mag.
+    assert phu["MAGZP"] == pytest.approx(true_zp, abs=0.02)
+    assert 0 < phu["MAGZPERR"] < 0.01

@@ -1,0 +1,300 @@
+"""Sky frames and sky subtraction (gemred.primitives.sky): tiny frames, and the small simulated
+``gsaoi-offsetsky`` dataset checked against its truth (sky levels, star positions and fluxes).
+
+Truth checks work on the residual ``SCI - truth star light`` of a sky-subtracted frame: its
+mean on source-free pixels (truth star light below 0.05 sigma) is the error of the subtracted
+sky level, and its mean in an annulus around a bright star, relative to that level, is the
+depth of a dark halo.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from astropy.io import fits
+from astropy.stats import sigma_clipped_stats
+
+from gemred import dq
+from gemred.frame import Extension, Frame
+from gemred.io import GemredInputError
+from gemred.primitives.sky import SKY_DEFAULTS, make_sky, sky_object_masks, subtract_sky
+from gemred.recipes.gsaoi_calibrations import calibrate_gsaoi, make_lamp_flat
+from gemred.simulation import gsaoi as sim
+
+SEED = 3  # of the gsaoi_offsetsky_small fixture
+BPM = "bpm_20121104_gsaoi_gsaoi_11_full_4amp.fits"
+FLATS = [f"S20170505S{n:04d}.fits" for n in [*range(30, 45), *range(60, 75)]]
+#: FWHM (pixels) of the simulated AO PSF: the 0.09" core (4.6 px) widened a little by the halo.
+FWHM = 5.0
+#: Largest tolerated dark ring, in standard errors of the ring's mean (the issue's 3 sigma).
+RING_LIMIT = -3.0
+
+
+# ----------------------------------------------------------------------------- tiny frames
+
+
+def _frame(levels: list[float], root: str, *, var: float = 4.0, shape=(64, 64)) -> Frame:
+    exts = [
+        Extension(
+            np.full(shape, level, np.float32), fits.Header(), var=np.full(shape, var), dq=np.zeros(shape)
+        )
+        for level in levels
+    ]
+    return Frame(fits.Header({"INSTRUME": "GSAOI"}), exts, root)
+
+
+def _star(frame: Frame, ext: int, x: int, y: int, peak: float) -> None:
+    yy, xx = np.indices(frame[ext].shape)
+    frame[ext].sci += np.float32(peak) * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * 2.0**2)).astype(
+        np.float32
+    )
+
+
+def test_defaults_are_dragons_gsaoi():
+    assert SKY_DEFAULTS == {
+        "mask_objects": True,
+        "dilation": 6.0,
+        "operation": "median",
+        "reject": "minmax",
+        "nlow": 1,
+        "nhigh": 1,
+        "offset_sky": True,
+    }
+
+
+def test_make_sky_offsets_levels_and_leaves_out_masked_sources():
+    frames = [_frame([100.0 + d, 50.0 + d], f"f{i}") for i, d in enumerate([0.0, 10.0, -10.0, 5.0])]
+    _star(frames[1], 0, 20, 30, 5000.0)
+    _star(frames[3], 0, 20, 30, 3000.0)  # a source left at the same place by a small dither
+    frames[2][1].dq[5, 5] = dq.BAD_PIXEL
+    frames[2][1].sci[5, 5] = 1e6
+    masks = [[np.zeros((64, 64), bool), np.zeros((64, 64), bool)] for _ in frames]
+    masks[1][0][14:47, 4:37] = True
+    masks[3][0][14:47, 4:37] = True
+    sky = make_sky(frames, masks=masks)
+    assert sky.root == "f0" and sky.phu["NCOMBINE"] == 4 and sky.phu["SKYMASK"]
+    assert [sky.phu[f"SKYOFF{i}"] for i in range(1, 5)] == [0.0, -10.0, 10.0, -5.0]
+    np.testing.assert_allclose(sky[0].sci, 100.0, atol=1e-4)  # star masked, levels matched
+    np.testing.assert_allclose(sky[1].sci, 50.0, atol=1e-4)  # bad pixel left out
+    # Median of the 2 inputs left by minmax; where the star was masked, minmax scaled to the 2
+    # inputs left rejects none (IRAF: int(2 * 1 / 4)).
+    assert sky[0].var[0, 0] == pytest.approx(np.pi / 2 * 4.0 / 2)
+    assert sky[0].var[30, 20] == pytest.approx(np.pi / 2 * 4.0 / 2)
+    assert not (sky[1].dq & 0x8000).any() and sky[1].dq.max() == 0
+    # Without masks the source of two frames survives the rejection of one high value.
+    unmasked = make_sky(frames, mask_objects=False)
+    assert not unmasked.phu["SKYMASK"]
+    assert unmasked[0].sci[30, 20] == pytest.approx((100.0 + 3100.0) / 2, rel=1e-4)
+    # A pixel masked in every frame still gets a value (all inputs are equally bad there).
+    for frame_masks in masks:
+        frame_masks[0][0, 0] = True
+    assert np.isfinite(make_sky(frames, masks=masks)[0].sci[0, 0])
+
+
+def test_make_sky_is_the_same_in_narrow_bands():
+    rng = np.random.default_rng(1)
+    frames = [_frame([100.0, 60.0], f"f{i}") for i in range(5)]
+    for frame in frames:
+        for ext in frame:
+            ext.sci += rng.normal(0, 2, ext.shape).astype(np.float32)
+    _star(frames[0], 0, 30, 30, 400.0)
+    _star(frames[3], 1, 40, 20, 400.0)
+    wide = make_sky(frames, memory_mb=64)
+    narrow = make_sky(frames, memory_mb=0.01)
+    for a, b in zip(wide, narrow, strict=True):
+        np.testing.assert_array_equal(a.sci, b.sci)
+        np.testing.assert_array_equal(a.var, b.var)
+        np.testing.assert_array_equal(a.dq, b.dq)
+    masks = sky_object_masks(frames)
+    assert masks[0][0][30, 30] and masks[3][1][20, 40]
+    assert masks[0][1].mean() < 0.1  # noise peaks only, at 1 sigma over 20 pixels
+    # The disc of radius 6 around the star's detected pixels.
+    assert masks[0][0][30, 30 + 6] and not masks[0][0][30, 30 + 16]
+
+
+def test_make_sky_with_too_few_frames_lowers_the_rejection(caplog):
+    frames = [_frame([10.0], "a"), _frame([12.0], "b")]
+    sky = make_sky(frames, mask_objects=False)
+    assert sky[0].sci[0, 0] == pytest.approx(10.0)  # offset to the first: both 10
+    assert "lowered" in caplog.text
+
+
+def test_subtract_sky_level_match_and_as_is():
+    sky = _frame([100.0, 50.0], "sky", var=2.0)
+    sky[1].dq[3, 3] = dq.COSMIC_RAY
+    frame = _frame([107.0, 45.0], "obj", var=4.0)
+    rng = np.random.default_rng(2)
+    for ext in frame:
+        ext.sci += rng.normal(0, 2, ext.shape).astype(np.float32)
+    _star(frame, 0, 32, 32, 500.0)
+    matched = subtract_sky(frame, sky)
+    assert matched[0].header["SKYLEVEL"] == pytest.approx(7.0, abs=0.3)
+    assert matched[1].header["SKYLEVEL"] == pytest.approx(-5.0, abs=0.3)
+    assert abs(np.median(matched[0].sci)) < 0.3 and matched[0].sci[32, 32] > 400.0
+    np.testing.assert_allclose(matched[0].var, 6.0)
+    assert matched[1].dq[3, 3] == dq.COSMIC_RAY and matched.phu["SKYOFFST"] and "SKYCORR" in matched.phu
+    as_is = subtract_sky(frame, sky, offset_sky=False)
+    for out, ext, s in zip(as_is, frame, sky, strict=True):
+        np.testing.assert_array_equal(out.sci, ext.sci - s.sci)
+        assert "SKYLEVEL" not in out.header
+    assert not as_is.phu["SKYOFFST"]
+    with pytest.raises(GemredInputError, match="already sky-subtracted"):
+        subtract_sky(matched, sky)
+
+
+def test_wrong_inputs_are_named():
+    with pytest.raises(GemredInputError, match="no sky frames"):
+        make_sky([])
+    with pytest.raises(GemredInputError, match="f1: array shapes"):
+        make_sky([_frame([1.0], "f0"), _frame([1.0], "f1", shape=(32, 32))])
+    with pytest.raises(GemredInputError, match="object masks"):
+        make_sky([_frame([1.0], "f0"), _frame([1.0], "f1")], masks=[[np.zeros((64, 64), bool)]])
+    with pytest.raises(GemredInputError, match="at least two"):
+        sky_object_masks([_frame([1.0], "f0")])
+    with pytest.raises(GemredInputError, match="obj: array shapes"):
+        subtract_sky(_frame([1.0], "obj", shape=(32, 32)), _frame([1.0], "sky"))
+
+
+# ----------------------------------------------------------------------------- simulated data
+
+
+@pytest.fixture(scope="module")
+def lamp_flat(gsaoi_offsetsky_small: Path) -> Frame:
+    raw = gsaoi_offsetsky_small
+    return make_lamp_flat([raw / f for f in FLATS], bpm_path=raw / BPM)
+
+
+@pytest.fixture(scope="module")
+def calibrated(gsaoi_offsetsky_small: Path, lamp_flat: Frame) -> dict[str, Frame]:
+    raw = gsaoi_offsetsky_small
+    names = [f"S20170505S{n:04d}.fits" for n in range(95, 111)]
+    return {name: calibrate_gsaoi(raw / name, flat=lamp_flat, bpm_path=raw / BPM) for name in names}
+
+
+@pytest.fixture(scope="module")
+def truth(gsaoi_offsetsky_small: Path, lamp_flat: Frame) -> dict:
+    folder = gsaoi_offsetsky_small / "truth"
+    frames = pd.read_csv(folder / "frames.csv").set_index("filename")
+    with fits.open(folder / "flat_response_Kshort.fits") as hdul:
+        response = [hdu.data.astype(np.float64) for hdu in hdul[1:]]
+    return {
+        # What a star's light becomes in a flat-fielded frame: times the true response, over
+        # the measured flat (so that the flat's own errors do not count as sky errors).
+        "gain": [r / np.where(e.sci > 0, e.sci, np.nan) for r, e in zip(response, lamp_flat, strict=True)],
+        "frames": frames,
+        "stars": pd.read_csv(folder / "stars.csv"),
+        "pixels": pd.read_csv(folder / "stars_pixels.csv"),
+        "plan": {f"{f.filename}.fits": f for f in sim.observing_plan("small", SEED)},
+        "objects": [n for n in frames.index if frames.loc[n, "role"] == "science_object"],
+        "skies": [n for n in frames.index if frames.loc[n, "role"] == "science_sky"],
+    }
+
+
+def _sky_level(truth: dict, name: str) -> float:
+    row = truth["frames"].loc[name]
+    return float(row["sky_e_per_s_per_pixel"] * row["exptime"])
+
+
+def _assess(result: Frame, frame: Frame, name: str, truth: dict) -> list[dict[str, float]]:
+    """Per array of ``result = frame - sky``: background error and noise on source-free pixels,
+    and the deepest ring of the sky error around the 20 brightest stars (module notes)."""
+    sky = _sky_level(truth, name)
+    model = sim.render_electrons(truth["plan"][name], truth["stars"], sim.array_regions("small"))
+    placed = truth["pixels"][truth["pixels"]["filename"] == name]
+    report = []
+    for i, (ext, raw) in enumerate(zip(result, frame, strict=True)):
+        gain = truth["gain"][i]
+        starlight = (model[i] - sky) * gain
+        resid = ext.sci - starlight
+        free = (starlight < 0.05 * np.sqrt(sky)) & (ext.dq == 0) & np.isfinite(starlight)
+        sigma = float(np.sqrt(np.median(ext.var[free])))
+        background, _, _ = sigma_clipped_stats(resid[free], sigma=5.0)  # unflagged cosmic rays
+        _, _, noise = sigma_clipped_stats(resid[free] / np.sqrt(ext.var[free]), sigma=5.0)
+        # True sky of this frame minus the sky subtracted: negative where the sky was too high.
+        sky_error = ext.sci - raw.sci + sky * gain
+        level = np.nanmean(sky_error[free])
+        yy, xx = np.indices(ext.shape)
+        brightest = placed[placed["ext"] == i + 1].nlargest(20, "counts_e")
+        rings = []
+        for star in brightest.itertuples():
+            r = np.hypot(xx - star.x, yy - star.y)
+            ring = (r >= FWHM) & (r < 3 * FWHM) & (ext.dq == 0) & np.isfinite(sky_error)
+            if ring.sum() >= 20:
+                depth = sky_error[ring].mean() - level
+                rings.append(depth / (np.sqrt(ext.var[ring].sum()) / ring.sum()))
+        report.append({"background": background / sigma, "sigma": sigma, "noise": noise, "ring": min(rings)})
+    return report
+
+
+def test_offset_sky_sequence_against_truth(calibrated: dict[str, Frame], truth: dict):
+    """The tutorial sequence: the offset-sky frames make the sky of the target frames."""
+    skies = [calibrated[n] for n in truth["skies"]]
+    sky = make_sky(skies)
+    assert sky.phu["NCOMBINE"] == 7 and sky.root == "S20170505S0097"
+    for name in truth["objects"][:3]:
+        frame = calibrated[name]
+        matched = _assess(subtract_sky(frame, sky), frame, name, truth)
+        as_is = _assess(subtract_sky(frame, sky, offset_sky=False), frame, name, truth)
+        change = _sky_level(truth, name) - _sky_level(truth, truth["skies"][0])
+        for m, a in zip(matched, as_is, strict=True):
+            assert 0.9 <= m["noise"] <= 1.15 and 0.9 <= a["noise"] <= 1.15, (name, m, a)
+            assert m["ring"] > RING_LIMIT, (name, m)
+            # As is, the background is the sky change since the first sky frame (levels of the
+            # stack are those of that frame).
+            assert a["background"] == pytest.approx(change / a["sigma"], abs=0.1), (name, a, change)
+            # Matched, it is zero but for the diffuse light of the crowded target's faint stars,
+            # which a level measured on this frame alone cannot tell from sky (measured
+            # -0.12 to -0.23 sigma; DRAGONS' advice: offset_sky=False for such fields).
+            assert -0.3 < m["background"] < 0.0, (name, m)
+
+
+def _dither_only(frames: list[Frame], *, mask_objects: bool) -> list[Frame]:
+    """Every frame is sky for the others, never for itself (masks found once per frame)."""
+    masks = sky_object_masks(frames) if mask_objects else None
+    results = []
+    for k, frame in enumerate(frames):
+        others = [f for j, f in enumerate(frames) if j != k]
+        other_masks = None if masks is None else [m for j, m in enumerate(masks) if j != k]
+        sky = make_sky(others, mask_objects=mask_objects, masks=other_masks)
+        results.append(subtract_sky(frame, sky))
+    return results
+
+
+def test_dither_only_sequence_against_truth(calibrated: dict[str, Frame], truth: dict):
+    """The seven sky-field frames as a dither-only sequence: every frame is object and sky."""
+    names = truth["skies"]
+    frames = [calibrated[n] for n in names]
+    masked = _dither_only(frames, mask_objects=True)
+    unmasked = _dither_only(frames, mask_objects=False)
+    worst_unmasked = 0.0
+    for name, result, leaky in list(zip(names, masked, unmasked, strict=True))[:4]:
+        for a in _assess(result, calibrated[name], name, truth):
+            # Measured -0.02 to -0.06 sigma: the diffuse light of this field's faint stars.
+            assert abs(a["background"]) < 0.1, (name, a)
+            assert 0.9 <= a["noise"] <= 1.15, (name, a)
+            assert a["ring"] > RING_LIMIT, (name, a)
+        worst_unmasked = min(
+            worst_unmasked, *(a["ring"] for a in _assess(leaky, calibrated[name], name, truth))
+        )
+    # Without object masks the stars of the other frames dig dark halos (measured down to -7).
+    assert worst_unmasked < RING_LIMIT
+
+
+def test_crowded_dither_only_halos_are_shallower_with_masks(calibrated: dict[str, Frame], truth: dict):
+    """The crowded target as a dither-only sequence (five frames, 1" dithers).
+
+    Masks make the halos several times shallower (measured -9 to -12 against -36 to -57), but
+    in this field the halos of neighbouring bright stars overlap beyond any mask, so the
+    3-sigma criterion is not met here (it is for the offset-sky and sparse dither cases).
+    """
+    names = truth["objects"][:5]
+    frames = [calibrated[n] for n in names]
+    masked = _dither_only(frames, mask_objects=True)
+    unmasked = _dither_only(frames, mask_objects=False)
+    for name, with_masks, without in list(zip(names, masked, unmasked, strict=True))[:3]:
+        good = min(a["ring"] for a in _assess(with_masks, calibrated[name], name, truth))
+        bad = min(a["ring"] for a in _assess(without, calibrated[name], name, truth))
+        assert bad < 3 * RING_LIMIT and good > bad / 2, (name, good, bad)

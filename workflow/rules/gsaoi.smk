@@ -1,0 +1,95 @@
+# GSAOI imaging, DRAGONS' GSAOI recipes: lamp flats, per-frame calibration, sky frames made
+# from the associated sky exposures and subtracted, then distortion-corrected alignment,
+# resampling onto one North-up grid and a stack per science or standard group.
+
+
+ruleorder: gsaoi_flat > master_flat
+ruleorder: gsaoi_stack > stack_science
+
+
+rule gsaoi_flat:
+    input:
+        unpack(gsaoi_flat_inputs),
+    output:
+        f"{OUTDIR}/calibrations/{{group}}_flat.fits",
+    log:
+        f"{OUTDIR}/logs/gsaoi_flat/{{group}}.log",
+    wildcard_constraints:
+        group=gsaoi_group_pattern(GSAOI_FLAT_ROLES),
+    conda:
+        "../../environment.yml"
+    params:
+        gemred_version=GEMRED_VERSION,
+    script:
+        "../../scripts/gsaoi_flat.py"
+
+
+rule gsaoi_calibrate:
+    input:
+        unpack(gsaoi_calibrate_inputs),
+    output:
+        f"{OUTDIR}/frames/{{gsaoi_frame}}_flatCorrected.fits",
+    log:
+        f"{OUTDIR}/logs/gsaoi_calibrate/{{gsaoi_frame}}.log",
+    conda:
+        "../../environment.yml"
+    params:
+        gemred_version=GEMRED_VERSION,
+    script:
+        "../../scripts/gsaoi_calibrate.py"
+
+
+rule gsaoi_sky:
+    input:
+        unpack(gsaoi_sky_inputs),
+    output:
+        f"{OUTDIR}/frames/{{gsaoi_frame}}_sky.fits",
+    log:
+        f"{OUTDIR}/logs/gsaoi_sky/{{gsaoi_frame}}.log",
+    conda:
+        "../../environment.yml"
+    params:
+        sky=config["skyCorrect"],
+        gemred_version=GEMRED_VERSION,
+    script:
+        "../../scripts/gsaoi_sky.py"
+
+
+rule gsaoi_sky_subtract:
+    input:
+        frame=f"{OUTDIR}/frames/{{gsaoi_frame}}_flatCorrected.fits",
+        sky=f"{OUTDIR}/frames/{{gsaoi_frame}}_sky.fits",
+    output:
+        f"{OUTDIR}/frames/{{gsaoi_frame}}_skySubtracted.fits",
+    log:
+        f"{OUTDIR}/logs/gsaoi_sky_subtract/{{gsaoi_frame}}.log",
+    conda:
+        "../../environment.yml"
+    params:
+        sky=config["skyCorrect"],
+        gemred_version=GEMRED_VERSION,
+    script:
+        "../../scripts/gsaoi_sky_subtract.py"
+
+
+rule gsaoi_stack:
+    input:
+        unpack(gsaoi_stack_inputs),
+    output:
+        f"{OUTDIR}/science/{{group}}_image.fits",
+    log:
+        f"{OUTDIR}/logs/gsaoi_stack/{{group}}.log",
+    wildcard_constraints:
+        group=gsaoi_group_pattern(["science", "standard"]),
+    conda:
+        "../../environment.yml"
+    params:
+        align=gsaoi_params("adjustWCSToReference"),
+        resample=gsaoi_params("resampleToCommonFrame"),
+        stack=gsaoi_params("stackFrames"),
+        detect=config["detectSources"],
+        magnitude=gsaoi_magnitude,
+        prepare=config["prepare"],
+        gemred_version=GEMRED_VERSION,
+    script:
+        "../../scripts/gsaoi_stack.py"
