@@ -10,4 +10,4 @@ def main(smk) -> None:
     write_frame(flat, smk.output[0])
 
 
-run_job(snakemake, main)  # noqa: F821  (Snakemake injects `snakemake`)
+run_job(snakemake, main, calibration=True)  # noqa: F821  (Snakemake injects `snakemake`)

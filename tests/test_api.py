@@ -276,7 +276,7 @@ def test_uparms_map_onto_config_blocks() -> None:
 @pytest.mark.parametrize(
     ("uparm", "message"),
     [
-        (("skyCorrect:offset_sky", False), "unknown primitive 'skyCorrect'"),
+        (("fringeCorect:do_fringe", False), "unknown primitive 'fringeCorect'"),
         ("stackFrames:nsigma=3", "'stackFrames' has no parameter 'nsigma'; its parameters: operation"),
         ("nsigma=3", "any primitive has no parameter 'nsigma'"),
         ("stackFrames:nlow", "write 'primitive:parameter=value'"),

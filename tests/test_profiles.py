@@ -37,7 +37,13 @@ def test_slurm_profile_sizes_every_rule_and_groups_every_per_frame_rule():
         assert wanted["mem_mb"] >= 1000 and wanted["runtime"] >= 5, rule
     assert max(r["mem_mb"] for r in resources.values()) <= profile["resources"]["mem_mb"]
     grouped = _grouped_rules()
-    assert grouped == {"calibrate_frame": "calibrated", "mosaic_frame": "mosaics"}
+    assert grouped == {
+        "calibrate_frame": "calibrated",
+        "mosaic_frame": "mosaics",
+        "gsaoi_calibrate": "gsaoi_calibrated",
+        "gsaoi_sky": "gsaoi_skies",
+        "gsaoi_sky_subtract": "gsaoi_sky_subtracted",
+    }
     components = dict(item.split("=") for item in profile["group-components"])
     assert set(components) == set(grouped.values())
     assert all(int(n) >= 10 for n in components.values())

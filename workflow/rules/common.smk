@@ -59,16 +59,23 @@ GROUPS = sorted(
 FRAMES = DATASETS.assign(root=DATASETS["filename"].map(raw_root))
 
 
-wildcard_constraints:
-    group="|".join(re.escape(group) for group in GROUPS) or "[^/]+",
-    frame="|".join(
-        re.escape(root) for root in FRAMES.loc[FRAMES["role"] == "science", "root"]
-    )
-    or "[^/]+",
-
-
 # Instruments reduced by the GMOS rules (GSAOI has its own rules and targets, gsaoi.smk).
 REDUCED_INSTRUMENTS = ("GMOS-N", "GMOS-S")
+
+GMOS_SCIENCE = FRAMES[
+    (FRAMES["role"] == "science") & FRAMES["instrument"].isin(REDUCED_INSTRUMENTS)
+]
+
+
+def gmos_science_groups():
+    """Pattern of the GMOS science groups (the GMOS per-frame and stack rules make nothing else)."""
+    groups = sorted(GMOS_SCIENCE["group"].dropna().unique())
+    return "|".join(re.escape(group) for group in groups) or "(?!)"
+
+
+wildcard_constraints:
+    group="|".join(re.escape(group) for group in GROUPS) or "[^/]+",
+    frame="|".join(re.escape(root) for root in GMOS_SCIENCE["root"]) or "(?!)",
 
 
 # Planning calls the input functions once per job, and a night has hundreds of frames that share
@@ -270,13 +277,10 @@ def stack_inputs(wildcards):
 
 def all_targets():
     """Every science stack and its preview (so every calibration they need), and the GSAOI stacks."""
-    science = FRAMES[
-        (FRAMES["role"] == "science") & FRAMES["instrument"].isin(REDUCED_INSTRUMENTS)
-    ]
     return (
         expand(
             f"{OUTDIR}/science/{{group}}_image.{{ext}}",
-            group=sorted(science["group"].unique()),
+            group=sorted(GMOS_SCIENCE["group"].unique()),
             ext=("fits", "png"),
         )
         + gsaoi_targets()

@@ -31,6 +31,8 @@ rule gsaoi_calibrate:
         f"{OUTDIR}/frames/{{gsaoi_frame}}_flatCorrected.fits",
     log:
         f"{OUTDIR}/logs/gsaoi_calibrate/{{gsaoi_frame}}.log",
+    group:
+        "gsaoi_calibrated"
     conda:
         "../../environment.yml"
     params:
@@ -46,6 +48,8 @@ rule gsaoi_sky:
         f"{OUTDIR}/frames/{{gsaoi_frame}}_sky.fits",
     log:
         f"{OUTDIR}/logs/gsaoi_sky/{{gsaoi_frame}}.log",
+    group:
+        "gsaoi_skies"
     conda:
         "../../environment.yml"
     params:
@@ -63,6 +67,8 @@ rule gsaoi_sky_subtract:
         f"{OUTDIR}/frames/{{gsaoi_frame}}_skySubtracted.fits",
     log:
         f"{OUTDIR}/logs/gsaoi_sky_subtract/{{gsaoi_frame}}.log",
+    group:
+        "gsaoi_sky_subtracted"
     conda:
         "../../environment.yml"
     params:

@@ -53,6 +53,8 @@ rule stack_science:
         ),
     log:
         f"{OUTDIR}/logs/stack_science/{{group}}.log",
+    wildcard_constraints:
+        group=gmos_science_groups(),
     conda:
         "../../environment.yml"
     params:
