@@ -42,6 +42,7 @@ from gemred.alignment import fit_transform, match_catalogs
 from gemred.frame import Extension, Frame
 from gemred.instruments import gsaoi
 from gemred.io import GemredInputError
+from gemred.resample import dq_footprint
 from gemred.sections import parse_section
 
 __all__ = [
@@ -562,20 +563,6 @@ def _input_positions(
     return spline_y(rows, cols), spline_x(rows, cols), jacobian
 
 
-def _dq_footprint(dq: np.ndarray, py: np.ndarray, px: np.ndarray, threshold: float) -> np.ndarray:
-    """OR of the DQ bits of the 2x2 input pixels around each position with weight > threshold."""
-    iy, ix = np.floor(py).astype(np.int64), np.floor(px).astype(np.int64)
-    fy, fx = py - iy, px - ix
-    out = np.zeros(py.shape, dtype=np.uint16)
-    for dy, wy in ((0, 1.0 - fy), (1, fy)):
-        for dx, wx in ((0, 1.0 - fx), (1, fx)):
-            take = (wy > threshold) & (wx > threshold)
-            jy = np.clip(iy + dy, 0, dq.shape[0] - 1)
-            jx = np.clip(ix + dx, 0, dq.shape[1] - 1)
-            out |= np.where(take, dq[jy, jx], 0).astype(np.uint16)
-    return out
-
-
 def resample_to_grid(
     frame: Frame,
     geom: FrameGeometry,
@@ -670,7 +657,7 @@ def resample_to_grid(
             np.copyto(out_sci[region], values[0] * factor, where=covered)
             if len(values) > 1:
                 np.copyto(out_var[region], np.maximum(values[1], 0.0) * factor * factor, where=covered)
-            np.copyto(out_dq[region], _dq_footprint(bad, py, px, dq_threshold), where=covered)
+            np.copyto(out_dq[region], dq_footprint(bad, py, px, dq_threshold), where=covered)
     extensions = []
     for index, (sci, var, mask) in enumerate(planes):
         header = grid.tile_header(index)

@@ -58,6 +58,7 @@ __all__ = [
     "Resampled",
     "resample_arrays",
     "FILLED_BITS",
+    "dq_footprint",
     "fill_flagged",
     "noise_factor",
     "variance_correlation",
@@ -297,8 +298,6 @@ def _general(
     yy, xx = np.indices(shape, dtype=np.float64)
     py = matrix[0, 0] * yy + matrix[0, 1] * xx + window_offset[0]
     px = matrix[1, 0] * yy + matrix[1, 1] * xx + window_offset[1]
-    iy, ix = np.floor(py).astype(np.int64), np.floor(px).astype(np.int64)
-    fy, fx = py - iy, px - ix
     out: list[np.ndarray | None] = []
     for k, plane in enumerate(planes[:-1]):
         if plane is None:
@@ -317,16 +316,37 @@ def _general(
         )
         if k == 1:
             np.maximum(out[-1], 0.0, out=out[-1])
-            out[-1] *= (noise_factor(fy, order) * noise_factor(fx, order)).astype(np.float32)
-    dq = planes[-1]
-    result = np.zeros(shape, dtype=np.uint16)
+            out[-1] *= (noise_factor(py, order) * noise_factor(px, order)).astype(np.float32)
+    out.append(dq_footprint(planes[-1], py, px, dq_threshold))
+    return out
+
+
+def dq_footprint(dq: np.ndarray, py: np.ndarray, px: np.ndarray, threshold: float) -> np.ndarray:
+    """OR of the DQ bits of the 2x2 input pixels around each position with weight > threshold.
+
+    Parameters
+    ----------
+    dq : numpy.ndarray
+        Input DQ plane.
+    py, px : numpy.ndarray
+        Input (row, column) positions of the output pixels, 0-based pixel centres.
+    threshold : float
+        Smallest bilinear weight (per axis) through which an input pixel passes its bits.
+
+    Returns
+    -------
+    numpy.ndarray
+        uint16 DQ of the output pixels, shaped like ``py``.
+    """
+    iy, ix = np.floor(py).astype(np.int64), np.floor(px).astype(np.int64)
+    fy, fx = py - iy, px - ix
+    out = np.zeros(py.shape, dtype=np.uint16)
     for dy, wy in ((0, 1.0 - fy), (1, fy)):
         for dx, wx in ((0, 1.0 - fx), (1, fx)):
-            take = (wy > dq_threshold) & (wx > dq_threshold)
+            take = (wy > threshold) & (wx > threshold)
             jy = np.clip(iy + dy, 0, dq.shape[0] - 1)
             jx = np.clip(ix + dx, 0, dq.shape[1] - 1)
-            result |= np.where(take, dq[jy, jx], 0).astype(np.uint16)
-    out.append(result)
+            out |= np.where(take, dq[jy, jx], 0).astype(np.uint16)
     return out
 
 
