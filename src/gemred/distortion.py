@@ -44,6 +44,7 @@ from gemred.instruments import gsaoi
 from gemred.io import GemredInputError
 from gemred.resample import dq_footprint
 from gemred.sections import parse_section
+from gemred.sky import linked_groups
 
 __all__ = [
     "FrameGeometry",
@@ -488,30 +489,15 @@ def common_grid(geometries: Sequence[FrameGeometry], *, pixel_scale: float | Non
 
 def _cluster(boxes: np.ndarray) -> list[list[int]]:
     """Groups of boxes (y0, x0, y1, x1) that overlap once grown by ``_TILE_JOIN / 2``."""
-    n = len(boxes)
-    parent = list(range(n))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
+    a, b = boxes[:, None, :], boxes[None, :, :]
     grow = _TILE_JOIN / 2
-    for i in range(n):
-        for j in range(i + 1, n):
-            a, b = boxes[i], boxes[j]
-            if (
-                a[0] - grow <= b[2] + grow
-                and b[0] - grow <= a[2] + grow
-                and a[1] - grow <= b[3] + grow
-                and b[1] - grow <= a[3] + grow
-            ):
-                parent[find(j)] = find(i)
-    groups: dict[int, list[int]] = {}
-    for i in range(n):
-        groups.setdefault(find(i), []).append(i)
-    return list(groups.values())
+    overlap = (
+        (a[..., 0] - grow <= b[..., 2] + grow)
+        & (b[..., 0] - grow <= a[..., 2] + grow)
+        & (a[..., 1] - grow <= b[..., 3] + grow)
+        & (b[..., 1] - grow <= a[..., 3] + grow)
+    )
+    return linked_groups(overlap)
 
 
 def _knots(start: int, size: int) -> np.ndarray:

@@ -41,6 +41,7 @@ __all__ = [
     "GSAOI_FIELD_OF_VIEW",
     "frame_positions",
     "group_pointings",
+    "linked_groups",
     "separate_sky",
     "associate_sky",
 ]
@@ -115,23 +116,29 @@ def group_pointings(
         raise ValueError(msg)
     pos = frame_positions(frames)
     limit = frac_fov * field_of_view_arcsec
-    n = len(pos)
-    parent = list(range(n))
+    return linked_groups(np.all(np.abs(pos[:, None, :] - pos[None, :, :]) < limit, axis=2))
 
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
 
-    for i in range(n):
-        close = np.all(np.abs(pos[i + 1 :] - pos[i]) < limit, axis=1)
-        for j in np.flatnonzero(close) + i + 1:
-            parent[find(int(j))] = find(i)
-    groups: dict[int, list[int]] = {}
-    for i in range(n):
-        groups.setdefault(find(i), []).append(i)
-    return list(groups.values())
+def linked_groups(linked: np.ndarray) -> list[list[int]]:
+    """Connected sets of a symmetric boolean ``linked[i, j]`` relation (single linkage).
+
+    Parameters
+    ----------
+    linked : numpy.ndarray
+        (n, n) boolean matrix: whether items ``i`` and ``j`` are directly linked.
+
+    Returns
+    -------
+    list of list of int
+        The groups, in order of their first item; the items of a group in increasing order.
+    """
+    from scipy.sparse.csgraph import connected_components  # lazily: planning imports this module
+
+    if len(linked) == 0:
+        return []
+    count, labels = connected_components(linked, directed=False)
+    groups = [np.flatnonzero(labels == k).tolist() for k in range(count)]
+    return sorted(groups, key=lambda group: group[0])
 
 
 def separate_sky(
