@@ -8,8 +8,6 @@ the tests read its products.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,38 +16,26 @@ import pytest
 import sep
 from astropy.io import fits
 from astropy.wcs import WCS
+from workflow_runs import REPO, run_command
 
 from gemred import dq
 from gemred.io import read_frame
 from gemred.primitives.fringe import fringe_correct
 from gemred.provenance import source_hash
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 SEEING_PIX = 0.75 / (0.0807 * 2)  # gmos-starfield seeing over the binned pixel scale
 MOFFAT_BETA = 4.765
-
-
-def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    proc = subprocess.run(
-        [str(BIN / args[0]), *args[1:]], cwd=cwd, capture_output=True, text=True, timeout=900
-    )
-    if proc.returncode != 0:
-        pytest.fail(
-            f"{' '.join(args)} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
-        )
-    return proc
 
 
 def _reduce(raw: Path, root: Path) -> Path:
     """Table and full workflow run, from a working directory outside the repository."""
     table = root / "tables" / "datasets.tsv"
     table.parent.mkdir()
-    _run(["gemred", "table", str(raw), "-o", str(table)], root)
+    run_command(["gemred", "table", str(raw), "-o", str(table)], root, timeout=900)
     work = root / "work"
     work.mkdir()
     config = ["--config", f"datasets={table}", "output_dir=products"]
-    _run(
+    run_command(
         [
             "snakemake",
             "--snakefile",
@@ -61,6 +47,7 @@ def _reduce(raw: Path, root: Path) -> Path:
             *config,
         ],
         root,
+        timeout=900,
     )
     return work / "products"
 
@@ -133,7 +120,7 @@ def test_second_run_has_nothing_to_do(starfield, tmp_path) -> None:
     _, products = starfield
     work = products.parent
     table = work.parent / "tables" / "datasets.tsv"
-    proc = _run(
+    proc = run_command(
         [
             "snakemake",
             "--snakefile",
@@ -148,6 +135,7 @@ def test_second_run_has_nothing_to_do(starfield, tmp_path) -> None:
             "output_dir=products",
         ],
         tmp_path,
+        timeout=900,
     )
     if source_hash() == (products / "source_hash.txt").read_text():
         assert "Nothing to be done" in proc.stdout + proc.stderr

@@ -10,8 +10,6 @@ North-up grid.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,14 +19,13 @@ import sep
 from astropy.io import fits
 from astropy.wcs import WCS
 from scipy.spatial import cKDTree
+from workflow_runs import REPO, run_command
 
 from gemred import dq
 from gemred.distortion import to_tangent
 from gemred.io import read_frame
 from gemred.simulation.gsaoi import AO_PSF, STANDARD, STANDARD_MAG
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 SCIENCE, STANDARD_STACK, FLAT = "S20170505S0095", "S20170504S0114", "S20170505S0030"
 OBJECT_FRAMES = [f"S20170505S{n:04d}" for n in (95, 96, 98, 100, 102, 104, 106, 108, 110)]
 STANDARD_FRAMES = [f"S20170504S{n:04d}" for n in range(114, 118)]
@@ -39,29 +36,19 @@ APERTURE = 15.0
 OWN_SHARE = 0.8
 
 
-def _run(args: list[str], cwd: Path) -> None:
-    proc = subprocess.run(
-        [str(BIN / args[0]), *args[1:]], cwd=cwd, capture_output=True, text=True, timeout=1200
-    )
-    if proc.returncode != 0:
-        pytest.fail(
-            f"{' '.join(args)} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
-        )
-
-
 @pytest.fixture(scope="module")
 def reduced(gsaoi_offsetsky_small, tmp_path_factory) -> tuple[Path, Path]:
     raw = gsaoi_offsetsky_small
     root = tmp_path_factory.mktemp("reduce-gsaoi")
     table = root / "datasets.tsv"
-    _run(["gemred", "table", str(raw), "-o", str(table)], root)
+    run_command(["gemred", "table", str(raw), "-o", str(table)], root)
     settings = root / "tutorial.yaml"
     settings.write_text(
         f'prepare:\n  bad_wcs: fix\nstandard_magnitudes:\n  "{STANDARD[0]}": {{Kshort: {STANDARD_MAG}}}\n'
     )
     work = root / "work"
     work.mkdir()
-    _run(
+    run_command(
         [
             "snakemake",
             "--snakefile",

@@ -24,6 +24,21 @@ BIN = Path(sys.executable).parent
 TIMESTAMPED_TABLES = ("PROVENANCE", "PROVHISTORY")
 
 
+def run_command(args: list[str], cwd: Path, *, timeout: float = 1200) -> subprocess.CompletedProcess:
+    """Run one of the environment's commands (``gemred``, ``snakemake``) in ``cwd``.
+
+    The test fails, with the command's output, if it exits non-zero.
+    """
+    proc = subprocess.run(
+        [str(BIN / args[0]), *args[1:]], cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
+    if proc.returncode != 0:
+        pytest.fail(
+            f"{' '.join(args)} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+        )
+    return proc
+
+
 def make_table(raw: Path, table: Path) -> Path:
     """The dataset table of a raw folder, written by ``gemred table``."""
     subprocess.run(
