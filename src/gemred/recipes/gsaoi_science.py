@@ -39,6 +39,7 @@ from gemred.io import GemredInputError, read_frame, write_frame
 from gemred.primitives.scaling import scale_counts_to_reference
 from gemred.primitives.wcs_check import check_wcs
 from gemred.recipes.gmos_science import detect_options
+from gemred.resample import stack_variance_correlation, variance_weight
 from gemred.stacking import stack_files
 
 __all__ = [
@@ -245,19 +246,28 @@ def stack_gsaoi(
     with tempfile.TemporaryDirectory(prefix="gsaoi_resampled_", dir=scratch) as folder:
         reference: Frame | None = None
         resampled = []
+        weights: list[list[float]] = [[] for _ in grid.tiles]
+        factors: list[list[float]] = [[] for _ in grid.tiles]
         for path, geom in zip(paths, geometries, strict=True):
             frame = resample_to_grid(read_frame(path), geom, grid, **resample_options)
             if reference is None:
                 reference = Frame(frame.phu.copy(), [], frame.root)  # only its EXPTIME is needed
             frame = scale_counts_to_reference([reference, frame])[1]
+            for index, ext in enumerate(frame):
+                weights[index].append(variance_weight(ext))
+                factors[index].append(float(ext.header.get("VARCORR", 1.0)))
             out = Path(folder) / f"{frame.root}_resampled.fits"
             write_frame(frame, out)
             resampled.append(out)
             del frame
         stacked = stack_files(resampled, **stack_options)
     stacked.root = geometries[0].root
-    for ext in stacked:
+    for ext, tile_weights, tile_factors in zip(stacked, weights, factors, strict=True):
         ext.header["BUNIT"] = "electron"
+        ext.header["VARCORR"] = (
+            stack_variance_correlation(tile_weights, tile_factors),
+            "Variance of a many-pixel sum / sum of its VAR",
+        )
         ext.objcat = detect_sources(ext, **detect_options(detect))
     if magnitude is not None:
         zero_point(stacked, magnitude=magnitude)
