@@ -25,6 +25,7 @@ from gemred import dq
 from gemred.distortion import to_tangent
 from gemred.io import read_frame
 from gemred.simulation.gsaoi import AO_PSF, STANDARD, STANDARD_MAG
+from gemred.simulation.sky import add_stars
 
 SCIENCE, STANDARD_STACK, FLAT = "S20170505S0095", "S20170504S0114", "S20170505S0030"
 OBJECT_FRAMES = [f"S20170505S{n:04d}" for n in (95, 96, 98, 100, 102, 104, 106, 108, 110)]
@@ -99,7 +100,16 @@ def test_products_are_named_and_placed_as_dragons_does(reduced):
 
 def _matched(stack, stars, *, min_counts=3e4, isolation=10.0, share=0.1, sigma=1.5):
     """Windowed centroids in the stack of truth stars with no neighbour of more than ``share``
-    of their counts within ``isolation`` pixels (the AO core is 4.6 pixels wide)."""
+    of their counts within ``isolation`` pixels (the AO core is 4.6 pixels wide) and brighter
+    at their centre than the other stars' light there.
+
+    Seven tenths of a star's light is in a 22-pixel-wide halo, so in this crowded field the
+    halos of brighter stars further out still pull a centroid (by up to 1.6 pixels): each
+    star is centroided after subtracting the truth model (truth PSF and counts, at the
+    positions the stack's WCS gives) of every other star, as crowded-field astrometry does
+    (DAOPHOT-style neighbour subtraction). A wrong WCS would misplace those models and spoil
+    the centroids, not hide the error.
+    """
     rows = []
     counts = stars["flux_e_per_s"].to_numpy() * EXPTIME
     for index, ext in enumerate(stack):
@@ -124,11 +134,21 @@ def _matched(stack, stars, *, min_counts=3e4, isolation=10.0, share=0.1, sigma=1
         ]
         if not chosen:
             continue
-        chosen = np.array(chosen)
+        reach = 150  # pixels: beyond this a halo adds nothing measurable
+        near = (x > -reach) & (y > -reach) & (x < ext.shape[1] + reach) & (y < ext.shape[0] + reach)
+        others = np.zeros(ext.shape)
+        add_stars(others, x[near], y[near], counts[near], AO_PSF)
         bad = (ext.dq & (dq.NO_DATA | dq.SATURATED | dq.NON_LINEAR | dq.BAD_PIXEL)) != 0
-        cx, cy, flags = sep.winpos(ext.sci.astype(np.float32), x[chosen], y[chosen], sigma, mask=bad)
-        for i, xc, yc in zip(chosen[flags == 0], cx[flags == 0], cy[flags == 0], strict=True):
-            rows.append((index, int(stars.index[i]), xc, yc, x[i], y[i]))
+        for i in chosen:
+            own = np.zeros(ext.shape)
+            add_stars(own, x[i : i + 1], y[i : i + 1], counts[i : i + 1], AO_PSF)
+            centre = int(round(y[i])), int(round(x[i]))
+            if others[centre] - own[centre] > own[centre]:
+                continue  # buried in a brighter star's halo: not isolated
+            alone = (ext.sci - others + own).astype(np.float32)
+            cx, cy, flag = sep.winpos(alone, x[i : i + 1], y[i : i + 1], sigma, mask=bad)
+            if flag[0] == 0:
+                rows.append((index, int(stars.index[i]), cx[0], cy[0], x[i], y[i]))
     return pd.DataFrame(rows, columns=["tile", "star", "x", "y", "x_true", "y_true"])
 
 
@@ -136,12 +156,15 @@ def test_astrometry_across_the_four_arrays_matches_truth(stack, truth, reduced):
     stars, pixels = truth
     m = _matched(stack, stars)
     assert m["tile"].nunique() == 4 and len(m) >= 50
-    residual = np.hypot(m["x"] - m["x_true"], m["y"] - m["y_true"])
-    # Median, not rms: a few centroids are pulled by fainter neighbours' halos (measured rms
-    # 0.27 px with them, median 0.15 px).
-    assert np.median(residual) < 0.2
-    for _, tile in m.groupby("tile"):
-        assert np.median(np.hypot(tile["x"] - tile["x_true"], tile["y"] - tile["y_true"])) < 0.25
+    dx, dy = m["x"] - m["x_true"], m["y"] - m["y_true"]
+    # Without a reference catalogue only relative alignment is made (as in DRAGONS): the
+    # stack's absolute pointing is that of its reference frame, so one shift common to all
+    # four arrays is taken out (measured: 0.12 px) and the rest must be under 0.2 px rms.
+    assert np.hypot(dx.mean(), dy.mean()) < 0.5
+    residual = np.hypot(dx - dx.mean(), dy - dy.mean())
+    assert np.sqrt(np.mean(residual**2)) < 0.2
+    for _, tile in m.assign(r=residual).groupby("tile"):
+        assert np.sqrt(np.mean(tile["r"] ** 2)) < 0.25
     # Without the distortion model (the raw headers' linear WCS of the reference frame) the
     # same stars would land more than a pixel away.
     ref = pixels[pixels["filename"] == f"{SCIENCE}.fits"].set_index("star_id")
