@@ -23,7 +23,8 @@ from workflow_runs import REPO, run_command
 
 from gemred import dq
 from gemred.distortion import to_tangent
-from gemred.io import read_frame
+from gemred.io import GemredInputError, read_frame
+from gemred.recipes.gsaoi_science import stack_gsaoi
 from gemred.simulation.gsaoi import AO_PSF, STANDARD, STANDARD_MAG
 from gemred.simulation.sky import add_stars
 
@@ -98,7 +99,7 @@ def test_products_are_named_and_placed_as_dragons_does(reduced):
             assert hdul[0].header["NCOMBINE"] == (9 if name == SCIENCE else 4)
 
 
-def _matched(stack, stars, *, min_counts=3e4, isolation=10.0, share=0.1, sigma=1.5):
+def _matched(stack, stars, *, exptime=EXPTIME, min_counts=3e4, isolation=10.0, share=0.1, sigma=1.5):
     """Windowed centroids in the stack of truth stars with no neighbour of more than ``share``
     of their counts within ``isolation`` pixels (the AO core is 4.6 pixels wide) and brighter
     at their centre than the other stars' light there.
@@ -111,7 +112,7 @@ def _matched(stack, stars, *, min_counts=3e4, isolation=10.0, share=0.1, sigma=1
     the centroids, not hide the error.
     """
     rows = []
-    counts = stars["flux_e_per_s"].to_numpy() * EXPTIME
+    counts = stars["flux_e_per_s"].to_numpy() * exptime
     for index, ext in enumerate(stack):
         x, y = WCS(ext.header).all_world2pix(stars["ra_deg"], stars["dec_deg"], 0)
         tree = cKDTree(np.column_stack([x, y]))
@@ -179,6 +180,72 @@ def test_astrometry_across_the_four_arrays_matches_truth(stack, truth, reduced):
         linear.append(np.hypot(x - x_true, y - y_true))
     assert len(linear) >= 10
     assert np.sqrt(np.mean(np.square(linear))) > 1.0
+
+
+def _with_pointing_error(paths, folder: Path, east: float, north: float) -> list[Path]:
+    """Copies of ``paths`` whose WCS all point ``east``, ``north`` arcsec off (one telescope
+    pointing error shared by a sequence; ``bad_wcs: fix`` would rebuild it from the offsets)."""
+    out = []
+    for path in paths:
+        with fits.open(path) as hdul:
+            for hdu in hdul:
+                if "CRVAL1" in hdu.header:
+                    dec = np.radians(hdu.header["CRVAL2"])
+                    hdu.header["CRVAL1"] += east / 3600.0 / np.cos(dec)
+                    hdu.header["CRVAL2"] += north / 3600.0
+            hdul.writeto(folder / Path(path).name)
+        out.append(folder / Path(path).name)
+    return out
+
+
+def test_reference_catalogue_ties_the_stack_to_the_sky(reduced, truth, tmp_path):
+    """A 0.3" (15 pixel) pointing error shared by three frames: relative alignment keeps it (as
+    DRAGONS without a catalogue); the simulator's reference catalogue (stars brighter than
+    K = 20, 5 mas scatter) finds and removes it."""
+    raw, products = reduced
+    stars, _ = truth
+    east, north = 0.24, -0.18
+    frames = _with_pointing_error(
+        [products / "frames" / f"{name}_skySubtracted.fits" for name in OBJECT_FRAMES[:3]],
+        tmp_path,
+        east,
+        north,
+    )
+    relative = stack_gsaoi(frames, bad_wcs="ignore", scratch=tmp_path)
+    tied = stack_gsaoi(frames, bad_wcs="ignore", refcat=raw / "truth" / "refcat.csv", scratch=tmp_path)
+    assert "REFCAT" not in relative.phu
+    assert tied.phu["REFCAT"] == "refcat.csv" and tied.phu["REFNMTCH"] >= 10
+    assert tied.phu["REFRMS"] < 0.02
+    # The correction is the injected error (measured within 1.2 mas)...
+    assert tied.phu["REFDX"] == pytest.approx(-east, abs=0.005)
+    assert tied.phu["REFDY"] == pytest.approx(-north, abs=0.005)
+    # ... the relative stack's grid is off by it ...
+    wcs_rel, wcs_tied = WCS(relative[0].header), WCS(tied[0].header)
+    x, y = wcs_rel.all_world2pix(*wcs_tied.all_pix2world(100.0, 100.0, 0), 0)
+    assert np.hypot(x - 100.0, y - 100.0) == pytest.approx(np.hypot(east, north) / 0.02, abs=0.5)  # 15.3
+    # ... and the tied stack's stars are where the truth says, with nothing taken out.
+    m = _matched(tied, stars)
+    assert len(m) >= 30
+    dx, dy = m["x"] - m["x_true"], m["y"] - m["y_true"]
+    assert np.hypot(dx.mean(), dy.mean()) < 0.25  # measured 0.17 px (3.4 mas)
+    assert np.sqrt(np.mean((dx - dx.mean()) ** 2 + (dy - dy.mean()) ** 2)) < 0.2
+
+
+def test_reference_catalogue_errors_name_the_file(reduced, tmp_path, caplog):
+    _, products = reduced
+    frames = [products / "frames" / f"{name}_skySubtracted.fits" for name in OBJECT_FRAMES[:2]]
+    wrong = tmp_path / "wrong.csv"
+    wrong.write_text("ra,declination\n1,2\n")
+    with pytest.raises(GemredInputError, match=r"wrong\.csv.*RA and Dec columns"):
+        stack_gsaoi(frames, bad_wcs="ignore", refcat=wrong, scratch=tmp_path)
+    with pytest.raises(GemredInputError, match=r"missing\.csv: reference catalogue not found"):
+        stack_gsaoi(frames, bad_wcs="ignore", refcat=tmp_path / "missing.csv", scratch=tmp_path)
+    # A catalogue of another field: relative alignment only, with a warning.
+    elsewhere = tmp_path / "elsewhere.csv"
+    elsewhere.write_text("RAJ2000,DEJ2000\n10.0,20.0\n10.001,20.0\n")
+    stacked = stack_gsaoi(frames, bad_wcs="ignore", refcat=elsewhere, scratch=tmp_path)
+    assert "REFCAT" not in stacked.phu
+    assert "elsewhere.csv: no star" in caplog.text
 
 
 def test_stack_is_north_up_east_left(stack, truth):

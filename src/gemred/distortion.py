@@ -52,6 +52,7 @@ __all__ = [
     "frame_geometry",
     "pixel_to_sky",
     "sky_to_pixel",
+    "catalogue_sky",
     "to_tangent",
     "from_tangent",
     "align_geometries",
@@ -280,7 +281,7 @@ def sky_to_pixel(
     return (x - x0).reshape(shape), (y - y0).reshape(shape)
 
 
-def _catalogue_sky(geom: FrameGeometry, catalogs: Sequence[Table | None]) -> tuple[np.ndarray, np.ndarray]:
+def catalogue_sky(geom: FrameGeometry, catalogs: Sequence[Table | None]) -> tuple[np.ndarray, np.ndarray]:
     """RA, Dec of the sources of every extension (catalogue ``X_IMAGE``/``Y_IMAGE`` 1-based)."""
     ras, decs = [np.zeros(0)], [np.zeros(0)]
     for ext, cat in enumerate(catalogs):
@@ -393,7 +394,7 @@ def align_geometries(
         msg = f"align_geometries: {len(offsets)} offsets for {len(geometries)} frames"
         raise ValueError(msg)
     ref = geometries[0]
-    ref_sky = _catalogue_sky(ref, catalogs[0])
+    ref_sky = catalogue_sky(ref, catalogs[0])
     out = [replace(ref, method="reference", nmatched=len(ref_sky[0]))]
     options = {"first_pass": first_pass, "match_radius": match_radius, "rotate": rotate, "scale": scale}
     for index in range(1, len(geometries)):

@@ -372,13 +372,22 @@ def gsaoi_sky_inputs(wildcards):
 
 
 def gsaoi_stack_inputs(wildcards):
-    """Sky-subtracted object frames, and every frame of the group for the WCS check."""
+    """Sky-subtracted object frames, every frame of the group for the WCS check, and the
+    reference catalogue if one is set (so that changing it remakes the stack)."""
     objects = gsaoi_sky_table(wildcards.group)
     everyone = members(wildcards.group, ["science", "standard"])["root"]
+    refcat = config["determineAstrometricSolution"]["refcat"]
     return {
         "frames": [f"{OUTDIR}/frames/{root}_skySubtracted.fits" for root in objects],
         "sequence": [f"{OUTDIR}/frames/{root}_flatCorrected.fits" for root in everyone],
+        "refcat": [refcat] if refcat else [],
     }
+
+
+def astrometry_params():
+    """determineAstrometricSolution settings other than the catalogue (an input)."""
+    block = config["determineAstrometricSolution"]
+    return {key: value for key, value in block.items() if key != "refcat"}
 
 
 def gsaoi_magnitude(wildcards):
