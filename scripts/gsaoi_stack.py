@@ -18,6 +18,8 @@ def main(smk) -> None:
         magnitude=smk.params.magnitude,
         bad_wcs=smk.params.prepare["bad_wcs"],
         scratch=Path(smk.output[0]).parent,
+        refcat=smk.input.refcat[0] if smk.input.refcat else None,
+        astrometry=options(smk.params.astrometry),
     )
     write_frame(stacked, smk.output[0])
 

@@ -65,7 +65,13 @@ def test_file_names_and_counts(small):
     assert {p.name for p in small.glob("*.fits")} == expected
     assert len(expected) == 51
     truth_files = {p.name for p in (small / "truth").iterdir()}
-    assert {"stars.csv", "frames.csv", "stars_pixels.csv", "flat_response_Kshort.fits"} <= truth_files
+    assert {
+        "stars.csv",
+        "frames.csv",
+        "stars_pixels.csv",
+        "refcat.csv",
+        "flat_response_Kshort.fits",
+    } <= truth_files
     total = sum(p.stat().st_size for p in small.glob("*.fits"))
     assert 45e6 < total < 60e6
 

@@ -42,7 +42,7 @@ from gemred.alignment import fit_transform, match_catalogs
 from gemred.frame import Extension, Frame
 from gemred.instruments import gsaoi
 from gemred.io import GemredInputError
-from gemred.resample import dq_footprint
+from gemred.resample import dq_footprint, fill_flagged, grow_flags, noise_factor
 from gemred.sections import parse_section
 from gemred.sky import linked_groups
 
@@ -52,6 +52,7 @@ __all__ = [
     "frame_geometry",
     "pixel_to_sky",
     "sky_to_pixel",
+    "catalogue_sky",
     "to_tangent",
     "from_tangent",
     "align_geometries",
@@ -280,7 +281,7 @@ def sky_to_pixel(
     return (x - x0).reshape(shape), (y - y0).reshape(shape)
 
 
-def _catalogue_sky(geom: FrameGeometry, catalogs: Sequence[Table | None]) -> tuple[np.ndarray, np.ndarray]:
+def catalogue_sky(geom: FrameGeometry, catalogs: Sequence[Table | None]) -> tuple[np.ndarray, np.ndarray]:
     """RA, Dec of the sources of every extension (catalogue ``X_IMAGE``/``Y_IMAGE`` 1-based)."""
     ras, decs = [np.zeros(0)], [np.zeros(0)]
     for ext, cat in enumerate(catalogs):
@@ -393,7 +394,7 @@ def align_geometries(
         msg = f"align_geometries: {len(offsets)} offsets for {len(geometries)} frames"
         raise ValueError(msg)
     ref = geometries[0]
-    ref_sky = _catalogue_sky(ref, catalogs[0])
+    ref_sky = catalogue_sky(ref, catalogs[0])
     out = [replace(ref, method="reference", nmatched=len(ref_sky[0]))]
     options = {"first_pass": first_pass, "match_radius": match_radius, "rotate": rotate, "scale": scale}
     for index in range(1, len(geometries)):
@@ -564,8 +565,14 @@ def resample_to_grid(
     for ``poly3``, bilinear for ``linear``, the nearest pixel for ``nearest``); with
     ``conserve`` SCI is multiplied by the Jacobian ``J`` (input pixels per output pixel) and
     VAR by ``J**2``, so that a star's summed counts do not change where the distortion
-    changes the pixel area. DQ is the OR of the bits of the 2x2 input pixels around the
-    position; output pixels no array covers are SCI 0, VAR 0, DQ ``NO_DATA``.
+    changes the pixel area. As in :func:`gemred.resample.resample_arrays`, flagged pixels
+    are first filled from their good neighbours (their flags grown by one pixel for
+    ``poly3``), and VAR is multiplied by the sum of the squared interpolation weights at
+    each position (:func:`~gemred.resample.noise_factor`), so that it is each output pixel's
+    own variance; ``VARCORR`` in each tile's header is the mean of the inverse factor, what
+    the summed VAR of an aperture is multiplied by. DQ is the OR of the bits of the 2x2 input
+    pixels around the position; output pixels no array covers are SCI 0, VAR 0, DQ
+    ``NO_DATA``.
 
     Parameters
     ----------
@@ -610,16 +617,19 @@ def resample_to_grid(
         )
         for _, _, ny, nx in grid.tiles
     ]
+    # Per tile: sum over covered output pixels of 1 / (VAR noise factor), and their count.
+    correlation = np.zeros((len(grid.tiles), 2))
     for ext_index, ext in enumerate(frame):
-        sci = np.nan_to_num(ext.sci, nan=0.0, posinf=0.0, neginf=0.0)
-        inputs = [ndimage.spline_filter(sci, order, mode="nearest", output=np.float32) if order > 1 else sci]
-        if ext.var is not None:
-            var = np.nan_to_num(ext.var, nan=0.0, posinf=0.0, neginf=0.0)
-            inputs.append(
-                ndimage.spline_filter(var, order, mode="nearest", output=np.float32) if order > 1 else var
-            )
         bad = np.zeros(ext.shape, np.uint16) if ext.dq is None else ext.dq
         bad = np.where(np.isfinite(ext.sci), bad, bad | dqbits.BAD_PIXEL).astype(np.uint16)
+        sci = np.nan_to_num(ext.sci, nan=0.0, posinf=0.0, neginf=0.0)
+        var = None if ext.var is None else np.nan_to_num(ext.var, nan=0.0, posinf=0.0, neginf=0.0)
+        inputs = fill_flagged([sci] if var is None else [sci, var], bad)
+        bad = grow_flags(bad, order)
+        if order > 1:
+            inputs = [
+                ndimage.spline_filter(plane, order, mode="nearest", output=np.float32) for plane in inputs
+            ]
         ny_in, nx_in = ext.shape
         for tile_index, tile in enumerate(grid.tiles):
             window = _footprint(geom, ext_index, grid, tile)
@@ -642,12 +652,26 @@ def resample_to_grid(
             region = (slice(wy, wy + window[2]), slice(wx, wx + window[3]))
             np.copyto(out_sci[region], values[0] * factor, where=covered)
             if len(values) > 1:
-                np.copyto(out_var[region], np.maximum(values[1], 0.0) * factor * factor, where=covered)
+                kept = (
+                    (noise_factor(py, order) * noise_factor(px, order)).astype(np.float32) if order else 1.0
+                )
+                var_out = np.maximum(values[1], 0.0) * factor * factor * kept
+                np.copyto(out_var[region], var_out, where=covered)
+                correlation[tile_index] += (
+                    np.sum(1.0 / kept, where=covered, initial=0.0) if order else 0.0,
+                    covered.sum(),
+                )
             np.copyto(out_dq[region], dq_footprint(bad, py, px, dq_threshold), where=covered)
     extensions = []
     for index, (sci, var, mask) in enumerate(planes):
         header = grid.tile_header(index)
         header["BUNIT"] = frame[0].header.get("BUNIT", "electron")
+        if frame[0].var is not None:
+            total, count = correlation[index]
+            header["VARCORR"] = (
+                total / count if order and count else 1.0,
+                "Variance of a many-pixel sum / sum of its VAR",
+            )
         extensions.append(Extension(sci, header, var=var if frame[0].var is not None else None, dq=mask))
     out = Frame(frame.phu.copy(), extensions, frame.root)
     out.phu["ALIGNMTH"] = (geom.method, "How the frame was aligned to the reference")

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import functools
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -60,6 +60,9 @@ __all__ = [
     "FILLED_BITS",
     "dq_footprint",
     "fill_flagged",
+    "grow_flags",
+    "stack_variance_correlation",
+    "variance_weight",
     "noise_factor",
     "variance_correlation",
     "pixel_transform",
@@ -407,7 +410,7 @@ def resample_arrays(
         dq_in = np.asarray(dq, dtype=np.uint16)
         sci, *filled_var = fill_flagged([sci] + ([] if var is None else [var]), dq_in)
         var = filled_var[0] if filled_var else None
-        dq_in = _grow_flags(dq_in, order)
+        dq_in = grow_flags(dq_in, order)
     planes: list[np.ndarray | None] = [sci, var, dq_in]
     method = _two_pass if _shear_ok(matrix, shape) else _general
     out_sci, out_var, out_dq = method(planes, matrix, offset, origin, shape, order, dq_threshold)
@@ -444,7 +447,7 @@ def _covered(
     return covered
 
 
-def _grow_flags(dq: np.ndarray, order: int) -> np.ndarray:
+def grow_flags(dq: np.ndarray, order: int) -> np.ndarray:
     """Grow each of ``FILLED_BITS`` by one input pixel (3x3) for a cubic interpolant.
 
     A cubic spline reaches two pixels out: output pixels beside a filled pixel take a tenth
@@ -562,6 +565,37 @@ def variance_correlation(matrix: np.ndarray, offset: np.ndarray, shape: tuple[in
     py = matrix[0, 0] * yy + matrix[0, 1] * xx + offset[0]
     px = matrix[1, 0] * yy + matrix[1, 1] * xx + offset[1]
     return float(np.mean(1.0 / (noise_factor(py, order) * noise_factor(px, order))))
+
+
+def variance_weight(ext: Extension) -> float:
+    """An image's share of a stack's VAR: the median VAR of its good pixels (0 without VAR)."""
+    if ext.var is None:
+        return 0.0
+    good = (ext.dq == 0) if ext.dq is not None else np.ones(ext.shape, dtype=bool)
+    return float(np.median(ext.var[good])) if good.any() else 0.0
+
+
+def stack_variance_correlation(weights: Sequence[float], factors: Sequence[float]) -> float:
+    """``VARCORR`` of an average of resampled images: theirs, weighted by each one's VAR.
+
+    A pixel of the stack sums every image's pixel, so its VAR is the sum of theirs and a sum
+    over many stack pixels has the variance of the images' sums; each image's share of the
+    VAR scales by its own ``VARCORR``.
+
+    Parameters
+    ----------
+    weights : sequence of float
+        Each stacked image's :func:`variance_weight`.
+    factors : sequence of float
+        Each one's ``VARCORR`` (1 for an image that was not resampled).
+
+    Returns
+    -------
+    float
+        The factor to multiply the summed VAR of an aperture on the stack by.
+    """
+    total = float(sum(weights))
+    return sum(w * f for w, f in zip(weights, factors, strict=True)) / total if total > 0 else 1.0
 
 
 def _celestial_wcs(header: fits.Header) -> WCS:

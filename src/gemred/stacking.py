@@ -266,7 +266,7 @@ def stack_arrays(
 
     chunk = max(1, _CHUNK_ELEMENTS // n_img)
     starts = range(0, npix, chunk)
-    workers = min(len(starts), _n_threads())
+    workers = min(len(starts), n_threads())
     with np.errstate(invalid="ignore", divide="ignore"):
         if workers <= 1:
             for start in starts:
@@ -281,7 +281,7 @@ def stack_arrays(
     )
 
 
-def _n_threads() -> int:
+def n_threads() -> int:
     """Threads for the numerical core: the CPUs this process may use, at most 4."""
     return max(1, min(4, len(os.sched_getaffinity(0))))
 

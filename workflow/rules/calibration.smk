@@ -25,6 +25,8 @@ rule master_flat:
         f"{OUTDIR}/calibrations/{{group}}_flat.fits",
     log:
         f"{OUTDIR}/logs/master_flat/{{group}}.log",
+    wildcard_constraints:
+        group=gmos_group_pattern(["twilight_flat"]),
     conda:
         "../../environment.yml"
     params:

@@ -69,8 +69,7 @@ GMOS_SCIENCE = FRAMES[
 
 def gmos_science_groups():
     """Pattern of the GMOS science groups (the GMOS per-frame and stack rules make nothing else)."""
-    groups = sorted(GMOS_SCIENCE["group"].dropna().unique())
-    return "|".join(re.escape(group) for group in groups) or "(?!)"
+    return group_pattern(sorted(GMOS_SCIENCE["group"].dropna().unique()))
 
 
 wildcard_constraints:
@@ -305,9 +304,21 @@ def gsaoi_groups(roles):
     return sorted(rows["group"].dropna().unique())
 
 
+def group_pattern(groups):
+    """Regular expression matching exactly these groups (nothing if none)."""
+    return "|".join(re.escape(group) for group in groups) or "(?!)"
+
+
 def gsaoi_group_pattern(roles):
-    """Regular expression matching the GSAOI groups of these roles (nothing if none)."""
-    return "|".join(re.escape(group) for group in gsaoi_groups(roles)) or "(?!)"
+    """Regular expression matching the GSAOI groups of these roles."""
+    return group_pattern(gsaoi_groups(roles))
+
+
+def gmos_group_pattern(roles):
+    """Regular expression matching the GMOS groups of these roles (so that a GSAOI flat is not
+    tried as a GMOS one)."""
+    rows = FRAMES[FRAMES["instrument"].isin(REDUCED_INSTRUMENTS) & FRAMES["role"].isin(roles)]
+    return group_pattern(sorted(rows["group"].dropna().unique()))
 
 
 def gsaoi_params(primitive):
@@ -372,13 +383,22 @@ def gsaoi_sky_inputs(wildcards):
 
 
 def gsaoi_stack_inputs(wildcards):
-    """Sky-subtracted object frames, and every frame of the group for the WCS check."""
+    """Sky-subtracted object frames, every frame of the group for the WCS check, and the
+    reference catalogue if one is set (so that changing it remakes the stack)."""
     objects = gsaoi_sky_table(wildcards.group)
     everyone = members(wildcards.group, ["science", "standard"])["root"]
+    refcat = config["determineAstrometricSolution"]["refcat"]
     return {
         "frames": [f"{OUTDIR}/frames/{root}_skySubtracted.fits" for root in objects],
         "sequence": [f"{OUTDIR}/frames/{root}_flatCorrected.fits" for root in everyone],
+        "refcat": [refcat] if refcat else [],
     }
+
+
+def astrometry_params():
+    """determineAstrometricSolution settings other than the catalogue (an input)."""
+    block = config["determineAstrometricSolution"]
+    return {key: value for key, value in block.items() if key != "refcat"}
 
 
 def gsaoi_magnitude(wildcards):

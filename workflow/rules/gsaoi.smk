@@ -96,6 +96,7 @@ rule gsaoi_stack:
         detect=config["detectSources"],
         magnitude=gsaoi_magnitude,
         prepare=config["prepare"],
+        astrometry=astrometry_params(),
         gemred_version=GEMRED_VERSION,
     script:
         "../../scripts/gsaoi_stack.py"

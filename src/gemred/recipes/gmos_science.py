@@ -28,14 +28,13 @@ from gemred.primitives.cosmic_rays import flag_cosmic_rays_by_stacking
 from gemred.primitives.fringe import fringe_correct, make_fringe_frame
 from gemred.primitives.scaling import scale_counts_to_reference
 from gemred.recipes.gmos_calibrations import calibrate_science
-from gemred.resample import resample_to_reference
+from gemred.resample import resample_to_reference, stack_variance_correlation, variance_weight
 from gemred.stacking import stack_frames
 
 __all__ = [
     "reduce_to_mosaic",
     "make_fringe",
     "stack_science",
-    "stack_variance_correlation",
     "detect_options",
     "STACK_DEFAULTS",
 ]
@@ -107,23 +106,6 @@ def make_fringe(
     return make_fringe_frame(frames, detect=detect_options(detect), **dict(options or {}))
 
 
-def stack_variance_correlation(frames: list[Frame]) -> float:
-    """``VARCORR`` of an average of resampled frames: theirs, weighted by each one's VAR.
-
-    A pixel of the stack sums every frame's pixel, so its VAR is the sum of theirs and a sum
-    over many stack pixels has the variance of the frames' sums; each frame's share of the
-    VAR scales by its own correlation factor. Frames without the keyword count as 1.
-    """
-    shares, factors = [], []
-    for frame in frames:
-        ext = frame[0]
-        good = (ext.dq == 0) if ext.dq is not None else np.ones(ext.shape, dtype=bool)
-        shares.append(float(np.median(ext.var[good])) if ext.var is not None and good.any() else 0.0)
-        factors.append(float(ext.header.get("VARCORR", 1.0)))
-    total = sum(shares)
-    return sum(s * f for s, f in zip(shares, factors, strict=True)) / total if total > 0 else 1.0
-
-
 def _catalogue_frame(path: PathLike) -> Frame:
     """A mosaic file's headers and OBJCAT, with a zero-stride placeholder for its pixels."""
     with open_raw(path, memmap=True) as hdul:
@@ -181,7 +163,10 @@ def stack_science(
     frames = scale_counts_to_reference(frames)
     stacked = stack_frames(frames, **{**STACK_DEFAULTS, **dict(stack or {})})
     stacked[0].header["VARCORR"] = (
-        stack_variance_correlation(frames),
+        stack_variance_correlation(
+            [variance_weight(frame[0]) for frame in frames],
+            [frame[0].header.get("VARCORR", 1.0) for frame in frames],
+        ),
         "Variance of a many-pixel sum / sum of its VAR",
     )
     del frames

@@ -29,6 +29,7 @@ from gemred.detection import detect_sources
 from gemred.distortion import (
     FrameGeometry,
     align_geometries,
+    catalogue_sky,
     common_grid,
     frame_geometry,
     pixel_to_sky,
@@ -39,6 +40,8 @@ from gemred.io import GemredInputError, read_frame, write_frame
 from gemred.primitives.scaling import scale_counts_to_reference
 from gemred.primitives.wcs_check import check_wcs
 from gemred.recipes.gmos_science import detect_options
+from gemred.refcat import apply_pointing, read_reference_catalog, solve_pointing
+from gemred.resample import stack_variance_correlation, variance_weight
 from gemred.stacking import stack_files
 
 __all__ = [
@@ -72,6 +75,8 @@ STACK_DEFAULTS: dict[str, object] = {
 ZP_APERTURE_ARCSEC = 2.0
 #: OBJCAT flags (SExtractor) that disqualify a source for alignment: blended, truncated.
 _BAD_FLAGS = 2 | 8
+#: OBJCAT flags that disqualify a source for matching a reference catalogue: saturated, truncated.
+_REFCAT_BAD_FLAGS = 4 | 8
 
 
 def detect_frame(frame: Frame, geom: FrameGeometry, *, detect: Mapping | None = None) -> list[Table]:
@@ -174,6 +179,8 @@ def stack_gsaoi(
     bad_wcs: str = "exit",
     sequence: Sequence[PathLike] | None = None,
     scratch: PathLike | None = None,
+    refcat: PathLike | None = None,
+    astrometry: Mapping | None = None,
 ) -> Frame:
     """Align, resample onto one North-up grid and stack GSAOI frames into the ``_image`` product.
 
@@ -204,6 +211,13 @@ def stack_gsaoi(
     scratch : path-like, optional
         Folder for the resampled frames (a temporary folder inside it is removed at the end);
         default the system's temporary folder.
+    refcat : path-like, optional
+        Reference catalogue (:func:`gemred.refcat.read_reference_catalog`): the pointing is
+        corrected to it before the output grid is built (absolute astrometry; ``REFCAT`` and
+        the fit in the primary header). Without it, only relative alignment.
+    astrometry : mapping, optional
+        :func:`gemred.refcat.solve_pointing` options (DRAGONS ``determineAstrometricSolution``:
+        ``initial``, ``final``, ``min_sources``).
 
     Returns
     -------
@@ -229,36 +243,69 @@ def stack_gsaoi(
     pixel_scale = resample_options.pop("pixel_scale", None)
     headers = _checked_headers(paths, [Path(p) for p in sequence or paths], bad_wcs)
     geometries, catalogs, offsets = [], [], []
+    reference_sources: list[Table] = []
     for path, header in zip(paths, headers, strict=True):
         frame = read_frame(path)
         for ext, checked in zip(frame, header, strict=True):
             ext.header = checked
         geom = frame_geometry(frame)
         geometries.append(geom)
-        catalogs.append(_brightest(detect_frame(frame, geom, detect=detect), max_sources))
+        found = detect_frame(frame, geom, detect=detect)
+        if not reference_sources:
+            reference_sources = found
+        catalogs.append(_brightest(found, max_sources))
         offsets.append(_offsets(frame))
         del frame
     geometries = align_geometries(geometries, catalogs, offsets=offsets, **align_options)
+    solution = None
+    if refcat is not None:
+        # Every unsaturated, untruncated source: the catalogue's stars are often the bright,
+        # blended ones that alignment leaves out.
+        usable = [
+            cat[(np.asarray(cat["FLAGS"]) & _REFCAT_BAD_FLAGS) == 0] if len(cat) else cat
+            for cat in reference_sources
+        ]
+        ra, dec = catalogue_sky(geometries[0], usable)
+        solution = solve_pointing(
+            ra,
+            dec,
+            read_reference_catalog(refcat),
+            centre=geometries[0].pointing,
+            **dict(astrometry or {}),
+        )
+        if solution is not None:
+            geometries = apply_pointing(geometries, solution)
     grid = common_grid(geometries, pixel_scale=pixel_scale)
     log.info("common grid: %d tile(s) %s, centre %s", len(grid.tiles), grid.tiles, grid.centre)
     stack_options = {**STACK_DEFAULTS, **dict(stack or {})}
     with tempfile.TemporaryDirectory(prefix="gsaoi_resampled_", dir=scratch) as folder:
         reference: Frame | None = None
         resampled = []
+        weights: list[list[float]] = [[] for _ in grid.tiles]
+        factors: list[list[float]] = [[] for _ in grid.tiles]
         for path, geom in zip(paths, geometries, strict=True):
             frame = resample_to_grid(read_frame(path), geom, grid, **resample_options)
             if reference is None:
                 reference = Frame(frame.phu.copy(), [], frame.root)  # only its EXPTIME is needed
             frame = scale_counts_to_reference([reference, frame])[1]
+            for index, ext in enumerate(frame):
+                weights[index].append(variance_weight(ext))
+                factors[index].append(float(ext.header.get("VARCORR", 1.0)))
             out = Path(folder) / f"{frame.root}_resampled.fits"
             write_frame(frame, out)
             resampled.append(out)
             del frame
         stacked = stack_files(resampled, **stack_options)
     stacked.root = geometries[0].root
-    for ext in stacked:
+    for ext, tile_weights, tile_factors in zip(stacked, weights, factors, strict=True):
         ext.header["BUNIT"] = "electron"
+        ext.header["VARCORR"] = (
+            stack_variance_correlation(tile_weights, tile_factors),
+            "Variance of a many-pixel sum / sum of its VAR",
+        )
         ext.objcat = detect_sources(ext, **detect_options(detect))
+    if solution is not None:
+        stacked.phu.update(solution.header_cards())
     if magnitude is not None:
         zero_point(stacked, magnitude=magnitude)
     stacked.stamp("PROCSCI", "UT time stamp: processed science")

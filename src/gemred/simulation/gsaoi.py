@@ -28,8 +28,8 @@ halo (FWHM 0.45", beta 3); the core is drawn with sub-pixel stamps and the halo 
 convolution.
 
 Truth files (``out/truth``): ``stars.csv``, ``frames.csv``, ``stars_pixels.csv``,
-``flat_response_Kshort.fits`` and ``hot_pixels_e_per_s.fits`` (see
-:func:`simulate_gsaoi_offsetsky`).
+``refcat.csv`` (a reference catalogue for absolute astrometry), ``flat_response_Kshort.fits``
+and ``hot_pixels_e_per_s.fits`` (see :func:`simulate_gsaoi_offsetsky`).
 """
 
 from __future__ import annotations
@@ -226,6 +226,30 @@ def array_regions(size: str = "small") -> tuple[Section, ...]:
 def _offset(ra: float, dec: float, east: float, north: float) -> tuple[float, float]:
     r, d = from_tangent_plane(east, north, ra, dec)
     return float(r), float(d)
+
+
+#: Reference catalogue (``truth/refcat.csv``): stars brighter than this K magnitude...
+REFCAT_MAG_LIMIT = 20.0
+#: ... with positions scattered by this much per axis (arcsec), as a Gaia-like catalogue.
+REFCAT_SCATTER_ARCSEC = 0.005
+
+
+def reference_catalog(stars: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """A reference catalogue made from the truth: ``RAJ2000``, ``DEJ2000``, ``Kmag``.
+
+    The stars brighter than :data:`REFCAT_MAG_LIMIT`, their positions perturbed by
+    :data:`REFCAT_SCATTER_ARCSEC` per axis, as a user would download one for the field.
+    """
+    bright = stars[stars["mag"] < REFCAT_MAG_LIMIT]
+    rng = _rng(seed, "refcat")
+    d_ra, d_dec = rng.normal(0.0, REFCAT_SCATTER_ARCSEC / 3600.0, (2, len(bright)))
+    return pd.DataFrame(
+        {
+            "RAJ2000": bright["ra_deg"].to_numpy() + d_ra / np.cos(np.radians(bright["dec_deg"].to_numpy())),
+            "DEJ2000": bright["dec_deg"].to_numpy() + d_dec,
+            "Kmag": bright["mag"].to_numpy(),
+        }
+    )
 
 
 def _random_offset(rng: np.random.Generator, low: float, high: float) -> tuple[float, float, float]:
@@ -893,7 +917,8 @@ def simulate_gsaoi_offsetsky(out: Path, size: str = "small", seed: int = 0) -> l
     of the static-plane origin, header ``CRVAL``, pointing error, ``bad_wcs``, sky and
     lamp/thermal rates per pixel before the flat response); ``stars_pixels.csv`` (per
     science/standard frame and star on the kept pixels: extension and exact 0-based pixel);
-    ``flat_response_Kshort.fits`` and ``hot_pixels_e_per_s.fits`` (one extension per array,
+    ``refcat.csv`` (:func:`reference_catalog`); ``flat_response_Kshort.fits`` and
+    ``hot_pixels_e_per_s.fits`` (one extension per array,
     shaped like the raw data; header ``DISTMODL`` names the distortion model).
 
     Parameters
@@ -957,6 +982,7 @@ def simulate_gsaoi_offsetsky(out: Path, size: str = "small", seed: int = 0) -> l
     paths.append(rawfile.write_bpm(out / BPM_NAME, bpm_phu, masks, _array_headers(regions)))
 
     rawfile.write_truth_table(stars.rename_axis("star_id").reset_index(), out, "stars")
+    rawfile.write_truth_table(reference_catalog(stars, seed), out, "refcat")
     frame_rows = pd.DataFrame([_frame_row(frame) for frame in plan])
     rawfile.write_truth_table(frame_rows, out, "frames")
     pixels = pd.concat(pixel_rows, ignore_index=True)[["filename", "star_id", "ext", "x", "y", "counts_e"]]
