@@ -455,17 +455,20 @@ def grow_flags(dq: np.ndarray, order: int) -> np.ndarray:
     spreading of :func:`resample_arrays`, two pixels in all), as DRAGONS' spline-interpolated
     DQ does.
     """
-    present = int(np.bitwise_or.reduce(dq, axis=None)) & FILLED_BITS if order >= 3 else 0
-    if not present:
+    if order < 3:
         return dq
-    grown = dq.copy()
-    for bit in (1 << k for k in range(16)):
-        if bit & present:
-            # A 3x3 binary dilation, done as two separable 1-D maximum filters (much faster).
-            near = ndimage.maximum_filter1d(((dq & bit) != 0).view(np.uint8), 3, axis=0)
-            near = ndimage.maximum_filter1d(near, 3, axis=1).view(bool)
-            grown[near] |= np.uint16(bit)
-    return grown
+    flagged = dq & np.uint16(FILLED_BITS)
+    if not flagged.any():
+        return dq
+    # A 3x3 dilation of every bit at once: the bitwise OR of the shifted planes, along the
+    # columns and then the rows (OR is separable like a maximum).
+    near = flagged.copy()
+    near[1:] |= flagged[:-1]
+    near[:-1] |= flagged[1:]
+    grown = near.copy()
+    grown[:, 1:] |= near[:, :-1]
+    grown[:, :-1] |= near[:, 1:]
+    return dq | grown
 
 
 def _first_good(
@@ -571,8 +574,10 @@ def variance_weight(ext: Extension) -> float:
     """An image's share of a stack's VAR: the median VAR of its good pixels (0 without VAR)."""
     if ext.var is None:
         return 0.0
-    good = (ext.dq == 0) if ext.dq is not None else np.ones(ext.shape, dtype=bool)
-    return float(np.median(ext.var[good])) if good.any() else 0.0
+    # Every fourth row and column: the median of millions of pixels, far faster.
+    var = ext.var[::4, ::4]
+    good = (ext.dq[::4, ::4] == 0) if ext.dq is not None else np.ones(var.shape, dtype=bool)
+    return float(np.median(var[good])) if good.any() else 0.0
 
 
 def stack_variance_correlation(weights: Sequence[float], factors: Sequence[float]) -> float:
