@@ -16,11 +16,12 @@ import pandas as pd
 import pytest
 from astropy.io import fits
 from astropy.stats import sigma_clipped_stats
+from scipy import ndimage
 
 from gemred import dq
 from gemred.frame import Extension, Frame
 from gemred.io import GemredInputError, read_frame, write_frame
-from gemred.primitives.sky import SKY_DEFAULTS, make_sky, sky_object_masks, subtract_sky
+from gemred.primitives.sky import SKY_DEFAULTS, _dilate, make_sky, sky_object_masks, subtract_sky
 from gemred.recipes.gsaoi_calibrations import calibrate_gsaoi, make_lamp_flat
 from gemred.recipes.gsaoi_sky import read_sky_mask, sky_frame, sky_mask, write_sky_mask
 from gemred.simulation import gsaoi as sim
@@ -147,6 +148,17 @@ def test_sky_masks_found_once_and_read_back_make_the_same_sky(tmp_path):
         sky_frame(paths, mask_paths=mask_paths[:3])
     with pytest.raises(GemredInputError, match="no OBJMASK"):
         read_sky_mask(paths[0])
+
+
+@pytest.mark.parametrize("radius", [1.0, 1.5, 2.9, 6.0, 6.5])
+def test_mask_dilation_is_the_disc_of_the_radius(radius):
+    rng = np.random.default_rng(5)
+    mask = rng.random((120, 90)) < 0.004
+    mask[0, 0] = mask[-1, 40] = mask[60, -1] = True  # at the edges too
+    r = int(radius)
+    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
+    expected = ndimage.binary_dilation(mask, structure=xx**2 + yy**2 <= radius**2)
+    np.testing.assert_array_equal(_dilate(mask, radius), expected)
 
 
 def test_make_sky_with_too_few_frames_lowers_the_rejection(caplog):

@@ -97,14 +97,31 @@ def _check_frames(frames: Sequence[Frame], what: str) -> list[Frame]:
 
 
 def _dilate(mask: np.ndarray, radius: float) -> np.ndarray:
-    """Grow a mask by a disc of ``radius`` pixels (float radius, as DRAGONS' ``dilation``).
+    """Grow a 2-D mask by a disc of ``radius`` pixels (float radius, as DRAGONS' ``dilation``).
 
-    The same as a binary dilation by the disc ``x**2 + y**2 <= radius**2``, through the
-    distance to the nearest masked pixel, which is several times faster for large discs.
+    The same set as a binary dilation by the disc ``x**2 + y**2 <= radius**2``, built as the
+    union over row offsets ``dy`` of the mask dilated along rows by the disc's half-width at
+    ``dy`` (a running maximum) and shifted by ``dy``: a few passes over the image instead of
+    a Euclidean distance transform, several times faster.
     """
     if radius < 1 or not mask.any():
         return mask
-    return ndimage.distance_transform_edt(~mask) <= radius + 1e-9
+    r = int(np.floor(radius + 1e-9))
+    mask = np.asarray(mask, dtype=np.uint8)
+    ny = mask.shape[0]
+    out = np.zeros(mask.shape, dtype=bool)
+    by_width: dict[int, np.ndarray] = {}
+    for dy in range(-r, r + 1):
+        half = int(np.floor(np.sqrt(max(radius * radius - dy * dy, 0.0)) + 1e-9))
+        if half not in by_width:
+            by_width[half] = ndimage.maximum_filter1d(mask, 2 * half + 1, axis=1, mode="constant").view(bool)
+        rows = by_width[half]
+        # Pixel y is masked if row y - dy of the row-dilated mask is.
+        if dy >= 0:
+            out[dy:] |= rows[: ny - dy]
+        else:
+            out[:dy] |= rows[-dy:]
+    return out
 
 
 def _difference(ext: Extension, background: Extension) -> Extension:
