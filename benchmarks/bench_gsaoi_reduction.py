@@ -12,10 +12,10 @@ says how):
    lifetime, CPU seconds (user + system, all threads) and peak RSS (``VmHWM``).
 2. The I/O floor in the same run: reading every raw input once and writing every FITS
    product once.
-3. The stack's memory against the number of frames: the science group's sky-subtracted
-   frames are stacked by :func:`gemred.recipes.gsaoi_science.stack_gsaoi` in a fresh process
-   once as they are (N frames) and once with every frame given twice (2N, as many pixels
-   again through resampling and stacking); the peak RSS of both processes is printed.
+3. The stack's memory against the number of frames: the science group's full-size
+   sky-subtracted frames are stacked from disk as the GSAOI stack does, in a fresh process,
+   once as they are (N frames) and once with every frame given twice (2N); the peak RSS of
+   both processes is printed (:func:`stack_memory`).
 
 It prints a table (ours against DRAGONS' 16 minutes on this dataset on a 2-core machine and
 the I/O floor; peak job memory against the 2 GB target; time per rule) and writes the numbers
@@ -101,44 +101,34 @@ def run_workflow(workdir: Path, table: Path, cores: int) -> dict:
     return result
 
 
-def stack_run(frames: list[str], sequence: list[str], out: Path) -> None:
-    """Stack ``frames`` with the workflow's GSAOI settings into ``out`` (run in its own process)."""
+def stack_run(frames: list[str], out: Path) -> None:
+    """Stack ``frames`` from disk as the GSAOI stack does (run in its own process)."""
     from gemred.io import write_frame
-    from gemred.recipes.gsaoi_science import stack_gsaoi
+    from gemred.recipes.gsaoi_science import STACK_DEFAULTS
+    from gemred.stacking import stack_files
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    stacked = stack_gsaoi(frames, sequence=sequence, bad_wcs="fix", scratch=out.parent)
-    write_frame(stacked, out)
+    write_frame(stack_files(frames, **STACK_DEFAULTS), out)
 
 
-def stack_memory(workdir: Path, table: Path) -> dict:
-    """Peak RSS and seconds of stacking the science group's N frames, then each twice (2N).
+def stack_memory(workdir: Path) -> dict:
+    """Peak RSS and seconds of stacking N full-size frames from disk, then each twice (2N).
 
-    A frame given twice is resampled and stacked twice (its resampled file is written again
-    under the same name and opened once per entry), so 2N entries move twice the pixels
-    through the banded stack.
+    The frames are the science group's sky-subtracted ones (4 arrays of 2048 x 2048, as large
+    as a resampled frame), combined by :func:`gemred.stacking.stack_files` with the GSAOI
+    stack settings, each run in a fresh process. A frame given twice is read twice, so 2N
+    entries move twice the pixels through the row bands. (Resampling, before the stack, holds
+    one or two frames at a time whatever N: its memory is in the gsaoi_stack job's peak.)
     """
-    rows = read_table_rows(table)
-    science = [row for row in rows if row["role"] == "science"]
-    frames_dir = workdir / "out" / "frames"
-    subtracted = sorted(
-        str(frames_dir / f"{Path(row['filename']).name.removesuffix('.fits')}_skySubtracted.fits")
-        for row in science
-    )
-    subtracted = [path for path in subtracted if Path(path).exists()]
-    sequence = [
-        str(frames_dir / f"{Path(row['filename']).name.removesuffix('.fits')}_flatCorrected.fits")
-        for row in science
-    ]
+    frames = sorted(str(p) for p in (workdir / "out" / "frames").glob("S20170505*_skySubtracted.fits"))
     result = {}
-    for label, frames in (("N", subtracted), ("2N", subtracted + subtracted)):
+    for label, entries in (("N", frames), ("2N", frames + frames)):
         out = workdir / "stackmem" / f"{label}.fits"
-        spec = json.dumps({"frames": frames, "sequence": sequence, "out": str(out)})
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--stack-run", spec]
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--stack-run", json.dumps([entries, str(out)])]
         run = run_monitored(cmd, workdir, workdir / f"stack_{label}.log")
         if run["returncode"] != 0:
             sys.exit(f"stack of {label} frames failed; see {workdir / f'stack_{label}.log'}")
-        result[label] = {"frames": len(frames), "peak_mb": run["peak_mb"], "seconds": run["seconds"]}
+        result[label] = {"frames": len(entries), "peak_mb": run["peak_mb"], "seconds": run["seconds"]}
     return result
 
 
@@ -207,8 +197,8 @@ def main() -> None:
     parser.add_argument("--stack-run", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.stack_run:
-        spec = json.loads(args.stack_run)
-        stack_run(spec["frames"], spec["sequence"], Path(spec["out"]))
+        entries, out = json.loads(args.stack_run)
+        stack_run(entries, Path(out))
         return
 
     workdir = (args.workdir or Path(tempfile.mkdtemp(prefix="gemred-bench-gsaoi-"))).resolve()
@@ -229,7 +219,7 @@ def main() -> None:
 
     if not args.no_stack_memory:
         print("measuring the stack's memory for N and 2N frames ...", flush=True)
-        results["stack_memory"] = stack_memory(workdir, table)
+        results["stack_memory"] = stack_memory(workdir)
     results["load_after"] = load_average()
     results["dragons"] = {"total_s": DRAGONS_TOTAL, "recipes_s": DRAGONS_SECONDS, "peak_mb": DRAGONS_PEAK_MB}
 

@@ -24,6 +24,9 @@ __all__ = ["read_sky_mask", "sky_frame", "sky_mask", "sky_subtracted", "write_sk
 
 PathLike = str | os.PathLike
 
+#: Memory (MB) for the row bands of a sky stack: the frames themselves are in memory too (up to
+#: ~1.2 GB for seven full-size skies), so the bands are kept small to stay under 2 GB a job.
+_BAND_MEMORY_MB = 192.0
 #: ``skyCorrect`` keys that belong to the subtraction rather than to making the sky.
 _SUBTRACT_KEYS = ("offset_sky",)
 
@@ -65,7 +68,7 @@ def sky_mask(
     settings = _options(options)
     frame = read_frame(frame_path)
     others = [read_frame(path) for path in other_paths]
-    return sky_object_mask(frame, others, dilation=settings["dilation"])
+    return sky_object_mask(frame, others, dilation=settings["dilation"], memory_mb=_BAND_MEMORY_MB)
 
 
 def write_sky_mask(masks: Sequence[np.ndarray], path: PathLike, *, frame: PathLike) -> None:
@@ -150,7 +153,7 @@ def sky_frame(
             raise GemredInputError(msg)
         masks = [read_sky_mask(path) for path in mask_paths]
     frames = [read_frame(path) for path in sky_paths]
-    return make_sky(frames, masks=masks, **make_options)
+    return make_sky(frames, masks=masks, memory_mb=_BAND_MEMORY_MB, **make_options)
 
 
 def sky_subtracted(frame: Frame, sky: Frame, *, options: Mapping | None = None) -> Frame:
