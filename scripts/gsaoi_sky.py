@@ -6,7 +6,9 @@ from gemred.recipes.gsaoi_sky import sky_frame
 
 
 def main(smk) -> None:
-    sky = sky_frame(smk.input.frames, options=options(smk.params.sky))
+    sky = sky_frame(
+        smk.input.frames, mask_paths=list(smk.input.masks) or None, options=options(smk.params.sky)
+    )
     write_frame(sky, smk.output[0])
 
 

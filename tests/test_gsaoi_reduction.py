@@ -24,6 +24,7 @@ from workflow_runs import REPO, run_command
 from gemred import dq
 from gemred.distortion import to_tangent
 from gemred.io import GemredInputError, read_frame
+from gemred.recipes import gsaoi_science
 from gemred.recipes.gsaoi_science import stack_gsaoi
 from gemred.simulation.gsaoi import AO_PSF, STANDARD, STANDARD_MAG
 from gemred.simulation.sky import add_stars
@@ -429,3 +430,17 @@ def test_standard_star_zero_point_matches_truth(reduced, truth):
     # The 2" aperture misses 0.15 % of the AO halo: 0.002 mag.
     assert phu["MAGZP"] == pytest.approx(true_zp, abs=0.02)
     assert 0 < phu["MAGZPERR"] < 0.01
+
+
+def test_stack_is_the_same_in_one_process(reduced, tmp_path, monkeypatch):
+    """The stack's bits do not depend on how many worker processes resample the frames."""
+    frames_dir = reduced[1] / "frames"
+    frames = [frames_dir / f"{root}_skySubtracted.fits" for root in STANDARD_FRAMES]
+    sequence = [frames_dir / f"{root}_flatCorrected.fits" for root in STANDARD_FRAMES]
+    two = stack_gsaoi(frames, sequence=sequence, bad_wcs="fix", scratch=tmp_path, stack={"memory_mb": 1})
+    monkeypatch.setattr(gsaoi_science, "_FRAMES_IN_FLIGHT", 1)
+    one = stack_gsaoi(frames, sequence=sequence, bad_wcs="fix", scratch=tmp_path, stack={"memory_mb": 1})
+    for a, b in zip(one, two, strict=True):
+        np.testing.assert_array_equal(a.sci, b.sci)
+        np.testing.assert_array_equal(a.var, b.var)
+        np.testing.assert_array_equal(a.dq, b.dq)

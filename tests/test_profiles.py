@@ -41,6 +41,7 @@ def test_slurm_profile_sizes_every_rule_and_groups_every_per_frame_rule():
         "calibrate_frame": "calibrated",
         "mosaic_frame": "mosaics",
         "gsaoi_calibrate": "gsaoi_calibrated",
+        "gsaoi_sky_mask": "gsaoi_sky_masks",
         "gsaoi_sky": "gsaoi_skies",
         "gsaoi_sky_subtract": "gsaoi_sky_subtracted",
     }

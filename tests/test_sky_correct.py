@@ -16,12 +16,14 @@ import pandas as pd
 import pytest
 from astropy.io import fits
 from astropy.stats import sigma_clipped_stats
+from scipy import ndimage
 
 from gemred import dq
 from gemred.frame import Extension, Frame
-from gemred.io import GemredInputError
-from gemred.primitives.sky import SKY_DEFAULTS, make_sky, sky_object_masks, subtract_sky
+from gemred.io import GemredInputError, read_frame, write_frame
+from gemred.primitives.sky import SKY_DEFAULTS, _dilate, make_sky, sky_object_masks, subtract_sky
 from gemred.recipes.gsaoi_calibrations import calibrate_gsaoi, make_lamp_flat
+from gemred.recipes.gsaoi_sky import read_sky_mask, sky_frame, sky_mask, write_sky_mask
 from gemred.simulation import gsaoi as sim
 
 SEED = 3  # of the gsaoi_offsetsky_small fixture
@@ -113,6 +115,50 @@ def test_make_sky_is_the_same_in_narrow_bands():
     assert masks[0][1].mean() < 0.1  # noise peaks only, at 1 sigma over 20 pixels
     # The disc of radius 6 around the star's detected pixels.
     assert masks[0][0][30, 30 + 6] and not masks[0][0][30, 30 + 16]
+
+
+def test_sky_masks_found_once_and_read_back_make_the_same_sky(tmp_path):
+    rng = np.random.default_rng(4)
+    frames = [_frame([100.0, 60.0], f"f{i}") for i in range(4)]
+    for frame in frames:
+        for ext in frame:
+            ext.sci += rng.normal(0, 2, ext.shape).astype(np.float32)
+    _star(frames[1], 0, 30, 30, 400.0)
+    paths, mask_paths = [], []
+    for frame in frames:
+        paths.append(tmp_path / f"{frame.root}_flatCorrected.fits")
+        write_frame(frame, paths[-1])
+    for i, path in enumerate(paths):
+        others = paths[:i] + paths[i + 1 :]
+        mask_paths.append(tmp_path / f"f{i}_skyMask.fits")
+        write_sky_mask(sky_mask(path, others), mask_paths[-1], frame=path)
+    # The per-frame masks are those of sky_object_masks over the same frames, read back as bools.
+    expected = sky_object_masks([read_frame(path) for path in paths])
+    for got, want in zip((read_sky_mask(path) for path in mask_paths), expected, strict=True):
+        for a, b in zip(got, want, strict=True):
+            assert a.dtype == bool
+            np.testing.assert_array_equal(a, b)
+    assert read_sky_mask(mask_paths[1])[0][30, 30]
+    from_files = sky_frame(paths, mask_paths=mask_paths)
+    in_memory = make_sky([read_frame(path) for path in paths], masks=expected)
+    for a, b in zip(from_files, in_memory, strict=True):
+        np.testing.assert_array_equal(a.sci, b.sci)
+        np.testing.assert_array_equal(a.dq, b.dq)
+    with pytest.raises(GemredInputError, match="3 mask files given for 4 sky frames"):
+        sky_frame(paths, mask_paths=mask_paths[:3])
+    with pytest.raises(GemredInputError, match="no OBJMASK"):
+        read_sky_mask(paths[0])
+
+
+@pytest.mark.parametrize("radius", [1.0, 1.5, 2.9, 6.0, 6.5])
+def test_mask_dilation_is_the_disc_of_the_radius(radius):
+    rng = np.random.default_rng(5)
+    mask = rng.random((120, 90)) < 0.004
+    mask[0, 0] = mask[-1, 40] = mask[60, -1] = True  # at the edges too
+    r = int(radius)
+    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
+    expected = ndimage.binary_dilation(mask, structure=xx**2 + yy**2 <= radius**2)
+    np.testing.assert_array_equal(_dilate(mask, radius), expected)
 
 
 def test_make_sky_with_too_few_frames_lowers_the_rejection(caplog):

@@ -357,8 +357,12 @@ def gsaoi_calibrate_inputs(wildcards):
     }
 
 
-def gsaoi_sky_table(group):
-    """Object frames of a GSAOI group and the sky frames each one gets (``separateSky``, ``associateSky``)."""
+def gsaoi_sky_table(group, *, of_skies=False):
+    """Object frames of a GSAOI group and the sky frames each one gets (``separateSky``, ``associateSky``).
+
+    With ``of_skies``, the sky frames instead, each with the other skies associated with it
+    (the first-pass sky against which its sources are found, rule gsaoi_sky_mask).
+    """
     rows = members(group, ["science", "standard"])
     options = config["separateSky"]
     try:
@@ -368,7 +372,9 @@ def gsaoi_sky_table(group):
             ref_obj=options["ref_obj"] or None,
             ref_sky=options["ref_sky"] or None,
         )
-        table = associate_sky(objects, skies, **config["associateSky"])
+        table = associate_sky(
+            skies if of_skies else objects, skies, **config["associateSky"]
+        )
     except GemredInputError as exc:
         raise WorkflowError(f"{config['datasets']}, group {group}: {exc}") from None
     return {
@@ -379,7 +385,20 @@ def gsaoi_sky_table(group):
 def gsaoi_sky_inputs(wildcards):
     row = gsaoi_row(wildcards.gsaoi_frame)
     skies = gsaoi_sky_table(row["group"])[wildcards.gsaoi_frame]
-    return {"frames": [f"{OUTDIR}/frames/{root}_flatCorrected.fits" for root in skies]}
+    masked = config["skyCorrect"]["mask_objects"]
+    return {
+        "frames": [f"{OUTDIR}/frames/{root}_flatCorrected.fits" for root in skies],
+        "masks": [f"{OUTDIR}/frames/{root}_skyMask.fits" for root in skies if masked],
+    }
+
+
+def gsaoi_sky_mask_inputs(wildcards):
+    row = gsaoi_row(wildcards.gsaoi_frame)
+    others = gsaoi_sky_table(row["group"], of_skies=True)[wildcards.gsaoi_frame]
+    return {
+        "frame": f"{OUTDIR}/frames/{wildcards.gsaoi_frame}_flatCorrected.fits",
+        "others": [f"{OUTDIR}/frames/{root}_flatCorrected.fits" for root in others],
+    }
 
 
 def gsaoi_stack_inputs(wildcards):

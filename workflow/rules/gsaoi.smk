@@ -41,6 +41,24 @@ rule gsaoi_calibrate:
         "../../scripts/gsaoi_calibrate.py"
 
 
+rule gsaoi_sky_mask:
+    input:
+        unpack(gsaoi_sky_mask_inputs),
+    output:
+        temp(f"{OUTDIR}/frames/{{gsaoi_frame}}_skyMask.fits"),
+    log:
+        f"{OUTDIR}/logs/gsaoi_sky_mask/{{gsaoi_frame}}.log",
+    group:
+        "gsaoi_sky_masks"
+    conda:
+        "../../environment.yml"
+    params:
+        sky=config["skyCorrect"],
+        gemred_version=GEMRED_VERSION,
+    script:
+        "../../scripts/gsaoi_sky_mask.py"
+
+
 rule gsaoi_sky:
     input:
         unpack(gsaoi_sky_inputs),

@@ -42,6 +42,7 @@ __all__ = [
     "SKY_DEFAULTS",
     "SKY_DETECT_DEFAULTS",
     "sky_object_masks",
+    "sky_object_mask",
     "make_sky",
     "subtract_sky",
 ]
@@ -96,14 +97,31 @@ def _check_frames(frames: Sequence[Frame], what: str) -> list[Frame]:
 
 
 def _dilate(mask: np.ndarray, radius: float) -> np.ndarray:
-    """Grow a mask by a disc of ``radius`` pixels (float radius, as DRAGONS' ``dilation``).
+    """Grow a 2-D mask by a disc of ``radius`` pixels (float radius, as DRAGONS' ``dilation``).
 
-    The same as a binary dilation by the disc ``x**2 + y**2 <= radius**2``, through the
-    distance to the nearest masked pixel, which is several times faster for large discs.
+    The same set as a binary dilation by the disc ``x**2 + y**2 <= radius**2``, built as the
+    union over row offsets ``dy`` of the mask dilated along rows by the disc's half-width at
+    ``dy`` (a running maximum) and shifted by ``dy``: a few passes over the image instead of
+    a Euclidean distance transform, several times faster.
     """
     if radius < 1 or not mask.any():
         return mask
-    return ndimage.distance_transform_edt(~mask) <= radius + 1e-9
+    r = int(np.floor(radius + 1e-9))
+    mask = np.asarray(mask, dtype=np.uint8)
+    ny = mask.shape[0]
+    out = np.zeros(mask.shape, dtype=bool)
+    by_width: dict[int, np.ndarray] = {}
+    for dy in range(-r, r + 1):
+        half = int(np.floor(np.sqrt(max(radius * radius - dy * dy, 0.0)) + 1e-9))
+        if half not in by_width:
+            by_width[half] = ndimage.maximum_filter1d(mask, 2 * half + 1, axis=1, mode="constant").view(bool)
+        rows = by_width[half]
+        # Pixel y is masked if row y - dy of the row-dilated mask is.
+        if dy >= 0:
+            out[dy:] |= rows[: ny - dy]
+        else:
+            out[:dy] |= rows[-dy:]
+    return out
 
 
 def _difference(ext: Extension, background: Extension) -> Extension:
@@ -191,12 +209,60 @@ def sky_object_masks(
     if dilation < 0:
         msg = f"dilation must be >= 0, not {dilation}"
         raise ValueError(msg)
-    result = []
-    for i, frame in enumerate(frames):
-        others = frames[:i] + frames[i + 1 :]
-        first_pass = make_sky(others, mask_objects=False, reject="none", memory_mb=memory_mb)
-        result.append(_masks_of(frame, first_pass, dilation, detect))
-    return result
+    return [
+        sky_object_mask(
+            frame, frames[:i] + frames[i + 1 :], dilation=dilation, detect=detect, memory_mb=memory_mb
+        )
+        for i, frame in enumerate(frames)
+    ]
+
+
+def sky_object_mask(
+    frame: Frame,
+    others: Sequence[Frame],
+    *,
+    dilation: float = 6.0,
+    detect: Mapping | None = None,
+    memory_mb: float = 512.0,
+) -> list[np.ndarray]:
+    """Source masks of one sky frame, found against the median of ``others`` (DRAGONS step 4).
+
+    The per-frame step of :func:`sky_object_masks`, for a workflow that computes each sky
+    frame's masks once and reuses them in every sky made from that frame.
+
+    Parameters
+    ----------
+    frame : Frame
+        Flat-fielded sky frame (VAR used as the noise).
+    others : sequence of Frame
+        At least one other sky frame with the same extensions: their median, offset to a
+        common level, is the first-pass sky.
+    dilation : float
+        Radius in pixels of the disc by which each mask is grown.
+    detect : mapping, optional
+        Overrides of :data:`SKY_DETECT_DEFAULTS`.
+    memory_mb : float
+        Memory for the band work arrays of the first-pass sky.
+
+    Returns
+    -------
+    list of numpy.ndarray
+        Per extension, ``True`` on source pixels.
+
+    Raises
+    ------
+    GemredInputError
+        Without other frames, with frames of different shapes, or a failed detection.
+    """
+    if not others:
+        msg = f"{frame.root}: a sky frame's sources are found against other sky frames; give at least one"
+        raise GemredInputError(msg)
+    if dilation < 0:
+        msg = f"dilation must be >= 0, not {dilation}"
+        raise ValueError(msg)
+    _check_frames([frame, *others], "sky_object_mask")
+    first_pass = make_sky(others, mask_objects=False, reject="none", memory_mb=memory_mb)
+    return _masks_of(frame, first_pass, dilation, detect)
 
 
 def _level_rows(ny: int, nx: int) -> np.ndarray:

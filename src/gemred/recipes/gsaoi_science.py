@@ -7,27 +7,32 @@ After flat correction and sky subtraction (:mod:`gemred.recipes.gsaoi_calibratio
 ``adjustWCSToReference`` (:func:`gemred.distortion.align_geometries`),
 ``resampleToCommonFrame`` (all arrays of all frames onto one North-up grid,
 :func:`gemred.distortion.resample_to_grid`), ``scaleCountsToReference`` and
-``stackFrames``. Frames are read one at a time and their resampled versions written to a
-scratch folder, then stacked from disk in row bands (:func:`gemred.stacking.stack_files`),
-so memory does not grow with the number of frames.
+``stackFrames``. Frames are read and resampled two at a time (in worker processes, each
+frame alone, so the result does not depend on it) and their resampled versions written to a scratch
+folder, then stacked from disk in row bands (:func:`gemred.stacking.stack_files`), so
+memory does not grow with the number of frames.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import multiprocessing
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from astropy.io import fits
 from astropy.table import Table
 
 from gemred import dq as dqbits
 from gemred.detection import detect_sources
 from gemred.distortion import (
     FrameGeometry,
+    OutputGrid,
     align_geometries,
     catalogue_sky,
     common_grid,
@@ -73,6 +78,9 @@ STACK_DEFAULTS: dict[str, object] = {
 #: Radius (arcsec) of the aperture that measures a standard star: the AO halo is a Moffat of
 #: 0.45" FWHM whose wings hold about 2 % of the light beyond 1", 0.2 % beyond 2".
 ZP_APERTURE_ARCSEC = 2.0
+#: Frames measured or resampled at once, each in its own worker process: two use both cores of
+#: a small machine while a full-size frame in flight (~0.6 GB) keeps the job under 2 GB.
+_FRAMES_IN_FLIGHT = 2
 #: OBJCAT flags (SExtractor) that disqualify a source for alignment: blended, truncated.
 _BAD_FLAGS = 2 | 8
 #: OBJCAT flags that disqualify a source for matching a reference catalogue: saturated, truncated.
@@ -168,6 +176,51 @@ def _checked_headers(paths: Sequence[Path], sequence: Sequence[Path], bad_wcs: s
     return headers
 
 
+def _measure(
+    path: Path, header: list, detect: Mapping | None, max_sources: int | None
+) -> tuple[FrameGeometry, list[Table], tuple[float, float]]:
+    """Geometry, source catalogues (the ``max_sources`` brightest, or all with None) and
+    telescope offsets of one frame, its headers checked."""
+    frame = read_frame(path)
+    for ext, checked in zip(frame, header, strict=True):
+        ext.header = checked
+    geom = frame_geometry(frame)
+    found = detect_frame(frame, geom, detect=detect)
+    return geom, found if max_sources is None else _brightest(found, max_sources), _offsets(frame)
+
+
+def _resample(
+    index: int,
+    path: Path,
+    geom: FrameGeometry,
+    grid: OutputGrid,
+    reference: Frame,
+    folder: str,
+    options: dict,
+) -> tuple[Path, list[tuple[float, float]]]:
+    """Resample one frame onto the grid, scale it to the reference's exposure time, write it;
+    the file and, per tile, its :func:`~gemred.resample.variance_weight` and ``VARCORR``."""
+    frame = resample_to_grid(read_frame(path), geom, grid, **options)
+    frame = scale_counts_to_reference([reference, frame])[1]
+    out = Path(folder) / f"{index:04d}_{frame.root}_resampled.fits"
+    write_frame(frame, out)
+    return out, [(variance_weight(ext), float(ext.header.get("VARCORR", 1.0))) for ext in frame]
+
+
+def _per_frame(func, *iterables) -> list:
+    """``[func(*args) for args in zip(*iterables)]``, :data:`_FRAMES_IN_FLIGHT` frames at a time.
+
+    Each frame is processed alone in a forked worker process (not a thread: astropy's FITS
+    code changes the process-wide warning filters while it reads), so the results are the
+    same whatever the number of workers.
+    """
+    if _FRAMES_IN_FLIGHT <= 1:
+        return list(map(func, *iterables))
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(_FRAMES_IN_FLIGHT, mp_context=context) as pool:
+        return list(pool.map(func, *iterables))
+
+
 def stack_gsaoi(
     paths: Sequence[PathLike],
     *,
@@ -242,20 +295,13 @@ def stack_gsaoi(
         raise GemredInputError(msg)
     pixel_scale = resample_options.pop("pixel_scale", None)
     headers = _checked_headers(paths, [Path(p) for p in sequence or paths], bad_wcs)
-    geometries, catalogs, offsets = [], [], []
-    reference_sources: list[Table] = []
-    for path, header in zip(paths, headers, strict=True):
-        frame = read_frame(path)
-        for ext, checked in zip(frame, header, strict=True):
-            ext.header = checked
-        geom = frame_geometry(frame)
-        geometries.append(geom)
-        found = detect_frame(frame, geom, detect=detect)
-        if not reference_sources:
-            reference_sources = found
-        catalogs.append(_brightest(found, max_sources))
-        offsets.append(_offsets(frame))
-        del frame
+
+    n = len(paths)
+    # The reference frame's whole catalogue is kept for a reference catalogue to match.
+    measured = _per_frame(_measure, paths, headers, [detect] * n, [None] + [max_sources] * (n - 1))
+    geometries, catalogs, offsets = (list(column) for column in zip(*measured, strict=True))
+    reference_sources = catalogs[0]
+    catalogs[0] = _brightest(reference_sources, max_sources)
     geometries = align_geometries(geometries, catalogs, offsets=offsets, **align_options)
     solution = None
     if refcat is not None:
@@ -279,22 +325,21 @@ def stack_gsaoi(
     log.info("common grid: %d tile(s) %s, centre %s", len(grid.tiles), grid.tiles, grid.centre)
     stack_options = {**STACK_DEFAULTS, **dict(stack or {})}
     with tempfile.TemporaryDirectory(prefix="gsaoi_resampled_", dir=scratch) as folder:
-        reference: Frame | None = None
-        resampled = []
-        weights: list[list[float]] = [[] for _ in grid.tiles]
-        factors: list[list[float]] = [[] for _ in grid.tiles]
-        for path, geom in zip(paths, geometries, strict=True):
-            frame = resample_to_grid(read_frame(path), geom, grid, **resample_options)
-            if reference is None:
-                reference = Frame(frame.phu.copy(), [], frame.root)  # only its EXPTIME is needed
-            frame = scale_counts_to_reference([reference, frame])[1]
-            for index, ext in enumerate(frame):
-                weights[index].append(variance_weight(ext))
-                factors[index].append(float(ext.header.get("VARCORR", 1.0)))
-            out = Path(folder) / f"{frame.root}_resampled.fits"
-            write_frame(frame, out)
-            resampled.append(out)
-            del frame
+        reference = Frame(fits.getheader(paths[0], 0), [], geometries[0].root)  # only EXPTIME is used
+        done = _per_frame(
+            _resample,
+            range(n),
+            paths,
+            geometries,
+            [grid] * n,
+            [reference] * n,
+            [folder] * n,
+            [resample_options] * n,
+        )
+        resampled = [path for path, _ in done]
+        # Per tile, each frame's VAR weight and VARCORR, for the stack's VARCORR.
+        weights = [[shares[index][0] for _, shares in done] for index in range(len(grid.tiles))]
+        factors = [[shares[index][1] for _, shares in done] for index in range(len(grid.tiles))]
         stacked = stack_files(resampled, **stack_options)
     stacked.root = geometries[0].root
     for ext, tile_weights, tile_factors in zip(stacked, weights, factors, strict=True):

@@ -3,6 +3,9 @@
 Which sky exposures serve each object frame is decided from the dataset table
 (:func:`gemred.sky.separate_sky`, :func:`gemred.sky.associate_sky`); these functions read
 the flat-corrected files and call the pixel primitives of :mod:`gemred.primitives.sky`.
+The source masks of a sky frame (:func:`sky_mask`) depend only on that frame and the skies
+associated with it, so the workflow computes them once per sky frame, writes them
+(:func:`write_sky_mask`) and every sky made from the frame reads them (:func:`sky_frame`).
 """
 
 from __future__ import annotations
@@ -10,14 +13,20 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 
+import numpy as np
+from astropy.io import fits
+
 from gemred.frame import Frame
 from gemred.io import GemredInputError, read_frame
-from gemred.primitives.sky import SKY_DEFAULTS, make_sky, sky_object_masks, subtract_sky
+from gemred.primitives.sky import SKY_DEFAULTS, make_sky, sky_object_mask, subtract_sky
 
-__all__ = ["sky_frame", "sky_subtracted"]
+__all__ = ["read_sky_mask", "sky_frame", "sky_mask", "sky_subtracted", "write_sky_mask"]
 
 PathLike = str | os.PathLike
 
+#: Memory (MB) for the row bands of a sky stack: the frames themselves are in memory too (up to
+#: ~1.2 GB for seven full-size skies), so the bands are kept small to stay under 2 GB a job.
+_BAND_MEMORY_MB = 192.0
 #: ``skyCorrect`` keys that belong to the subtraction rather than to making the sky.
 _SUBTRACT_KEYS = ("offset_sky",)
 
@@ -31,13 +40,94 @@ def _options(options: Mapping | None) -> dict:
     return merged
 
 
-def sky_frame(sky_paths: Sequence[PathLike], *, options: Mapping | None = None) -> Frame:
+def sky_mask(
+    frame_path: PathLike, other_paths: Sequence[PathLike], *, options: Mapping | None = None
+) -> list:
+    """Source masks of one sky frame, found against the median of its own associated skies.
+
+    Parameters
+    ----------
+    frame_path : path-like
+        Flat-corrected sky frame.
+    other_paths : sequence of path-like
+        Other flat-corrected sky frames (the skies :func:`gemred.sky.associate_sky` gives this
+        frame): their median is the first-pass sky.
+    options : mapping, optional
+        ``skyCorrect`` settings over :data:`gemred.primitives.sky.SKY_DEFAULTS` (``dilation``).
+
+    Returns
+    -------
+    list of numpy.ndarray
+        Per extension, ``True`` on source pixels.
+
+    Raises
+    ------
+    GemredInputError
+        If no other frame is given, the shapes differ or a setting is unknown.
+    """
+    settings = _options(options)
+    frame = read_frame(frame_path)
+    others = [read_frame(path) for path in other_paths]
+    return sky_object_mask(frame, others, dilation=settings["dilation"], memory_mb=_BAND_MEMORY_MB)
+
+
+def write_sky_mask(masks: Sequence[np.ndarray], path: PathLike, *, frame: PathLike) -> None:
+    """Write a sky frame's source masks: one ``OBJMASK`` image (uint8, 1 on sources) per extension.
+
+    Parameters
+    ----------
+    masks : sequence of numpy.ndarray
+        Per extension, ``True`` on source pixels (:func:`sky_mask`).
+    path : path-like
+        Output FITS file.
+    frame : path-like
+        The sky frame the masks belong to (recorded as ``SKYFRAME``).
+    """
+    phu = fits.PrimaryHDU()
+    phu.header["SKYFRAME"] = (os.path.basename(os.fspath(frame)), "Sky frame these source masks belong to")
+    hdus = [phu]
+    for ver, mask in enumerate(masks, start=1):
+        hdu = fits.ImageHDU(np.asarray(mask, dtype=np.uint8), name="OBJMASK")
+        hdu.ver = ver
+        hdus.append(hdu)
+    fits.HDUList(hdus).writeto(path, overwrite=True)
+
+
+def read_sky_mask(path: PathLike) -> list[np.ndarray]:
+    """Source masks written by :func:`write_sky_mask`, per extension, ``True`` on sources.
+
+    Raises
+    ------
+    GemredInputError
+        If the file is missing or holds no ``OBJMASK`` image.
+    """
+    try:
+        with fits.open(path, memmap=False) as hdul:
+            masks = [hdu.data.astype(bool) for hdu in hdul[1:] if hdu.name == "OBJMASK"]
+    except OSError as err:
+        msg = f"{path}: cannot read the sky mask ({err}); remake it with the gsaoi_sky_mask rule"
+        raise GemredInputError(msg) from err
+    if not masks:
+        msg = f"{path}: no OBJMASK extension; remake it with the gsaoi_sky_mask rule"
+        raise GemredInputError(msg)
+    return masks
+
+
+def sky_frame(
+    sky_paths: Sequence[PathLike],
+    *,
+    mask_paths: Sequence[PathLike] | None = None,
+    options: Mapping | None = None,
+) -> Frame:
     """The sky of one object frame from its associated sky exposures (DRAGONS ``stackSkyFrames``).
 
     Parameters
     ----------
     sky_paths : sequence of path-like
         Flat-corrected sky frames, nearest in time first (:func:`gemred.sky.associate_sky`).
+    mask_paths : sequence of path-like, optional
+        Their source masks (:func:`write_sky_mask`), in the same order; if None and
+        ``mask_objects``, the masks are found here, each frame against the others given.
     options : mapping, optional
         ``skyCorrect`` settings over :data:`gemred.primitives.sky.SKY_DEFAULTS`.
 
@@ -49,18 +139,21 @@ def sky_frame(sky_paths: Sequence[PathLike], *, options: Mapping | None = None) 
     Raises
     ------
     GemredInputError
-        If no sky frame is given or a setting is unknown.
+        If no sky frame is given, the masks do not match them, or a setting is unknown.
     """
     if not sky_paths:
         msg = "sky_frame: no sky frames given; check separateSky / associateSky in the config"
         raise GemredInputError(msg)
     settings = _options(options)
     make_options = {k: v for k, v in settings.items() if k not in _SUBTRACT_KEYS}
+    masks = None
+    if mask_paths is not None and make_options["mask_objects"]:
+        if len(mask_paths) != len(sky_paths):
+            msg = f"{sky_paths[0]}: {len(mask_paths)} mask files given for {len(sky_paths)} sky frames"
+            raise GemredInputError(msg)
+        masks = [read_sky_mask(path) for path in mask_paths]
     frames = [read_frame(path) for path in sky_paths]
-    masks = (
-        sky_object_masks(frames, dilation=make_options["dilation"]) if make_options["mask_objects"] else None
-    )
-    return make_sky(frames, masks=masks, **make_options)
+    return make_sky(frames, masks=masks, memory_mb=_BAND_MEMORY_MB, **make_options)
 
 
 def sky_subtracted(frame: Frame, sky: Frame, *, options: Mapping | None = None) -> Frame:
