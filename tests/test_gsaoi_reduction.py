@@ -408,16 +408,35 @@ def test_blank_sky_sums_match_var_times_varcorr(stack, truth):
     assert 0.9 < np.std(np.concatenate(ratios)) < 1.15
 
 
+def _starlight(ext, stars, pixels: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Light of every truth star of the target field at the given (row, column) pixels."""
+    target = stars[stars["field"] == "target"]
+    x, y = WCS(ext.header).all_world2pix(target["ra_deg"], target["dec_deg"], 0)
+    counts = target["flux_e_per_s"].to_numpy() * EXPTIME
+    near = np.flatnonzero((x > -200) & (x < ext.shape[1] + 200) & (y > -200) & (y < ext.shape[0] + 200))
+    rows, cols = pixels
+    light = np.zeros(rows.size)
+    for j in near:
+        r2 = (cols - x[j]) ** 2 + (rows - y[j]) ** 2
+        light += counts[j] * sum(w * profile(r2) for w, profile in AO_PSF.components)
+    return light
+
+
 @pytest.mark.xfail(
     strict=True,
-    reason="blank-sky level is -0.2 sigma per pixel: the level match of the sky subtraction "
-    "takes the unresolved light of the crowded field for sky",
+    reason="sky over-subtracted by ~14 e (-0.33 sigma per pixel) against truth: the level match "
+    "(offset_sky) takes the median of the unmasked pixels, which hold the crowded field's diffuse "
+    "starlight, for sky; with offset_sky false it is -1.2 sigma, as the simulated sky drifts by "
+    "1.3 e/s/pixel over the sequence and the first frame has only later skies",
 )
 def test_sky_level_on_blank_sky_is_zero(stack, truth):
     stars, _ = truth
     for ext in stack:
         blank = _blank(ext, stars)
-        assert abs(np.mean(ext.sci[blank]) / np.sqrt(np.mean(ext.var[blank]))) < 0.05
+        # 'Blank' pixels still hold the faint stars' halos (~0.1 sigma here): the sky is what
+        # is left after the truth's starlight.
+        background = ext.sci[blank] - _starlight(ext, stars, np.nonzero(blank))
+        assert abs(np.mean(background) / np.sqrt(np.mean(ext.var[blank]))) < 0.05
 
 
 def test_standard_star_zero_point_matches_truth(reduced, truth):
