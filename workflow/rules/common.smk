@@ -317,7 +317,9 @@ def gsaoi_group_pattern(roles):
 def gmos_group_pattern(roles):
     """Regular expression matching the GMOS groups of these roles (so that a GSAOI flat is not
     tried as a GMOS one)."""
-    rows = FRAMES[FRAMES["instrument"].isin(REDUCED_INSTRUMENTS) & FRAMES["role"].isin(roles)]
+    rows = FRAMES[
+        FRAMES["instrument"].isin(REDUCED_INSTRUMENTS) & FRAMES["role"].isin(roles)
+    ]
     return group_pattern(sorted(rows["group"].dropna().unique()))
 
 
