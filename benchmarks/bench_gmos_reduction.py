@@ -460,6 +460,20 @@ def print_report(results: dict) -> None:
           "with interpreter start-up and imports; CPU s: user + system of the rule's jobs, polled)")
 
 
+def measure_run(workdir: Path, table: Path, cores: int, run, results: dict) -> None:
+    """Into ``results``: the Snakemake run ``run(workdir, table, cores)``, its per-rule figures
+    and the I/O floor of its raw inputs and FITS products (scratch folder removed after)."""
+    print(f"running snakemake in {workdir} ...", flush=True)
+    results["workflow"] = run(workdir, table, cores)
+    results["rules"] = per_rule(results["workflow"])
+    print("measuring the I/O floor ...", flush=True)
+    raw_paths = [row["path"] for row in read_table_rows(table) if row["role"] != "ignore"]
+    products = sorted((workdir / "out").glob("*/*.fits"))
+    results["io_floor"] = io_floor(raw_paths, products, workdir / "io_scratch")
+    results["io_floor"]["products"] = [str(p.relative_to(workdir)) for p in products]
+    shutil.rmtree(workdir / "io_scratch", ignore_errors=True)
+
+
 def main() -> None:
     """Parse arguments, run the three measurements, print and save the results."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -478,15 +492,7 @@ def main() -> None:
     results: dict = {"cores": args.cores, "workdir": str(workdir), "load_before": load_average()}
     table, results["raw_reused"] = prepare_raw(workdir, args.seed)
 
-    print(f"running snakemake in {workdir} ...", flush=True)
-    results["workflow"] = run_workflow(workdir, table, args.cores)
-    results["rules"] = per_rule(results["workflow"])
-
-    print("measuring the I/O floor ...", flush=True)
-    raw_paths = [row["path"] for row in read_table_rows(table) if row["role"] != "ignore"]
-    products = sorted((workdir / "out").glob("*/*.fits"))
-    results["io_floor"] = io_floor(raw_paths, products, workdir / "io_scratch")
-    results["io_floor"]["products"] = [str(p.relative_to(workdir)) for p in products]
+    measure_run(workdir, table, args.cores, run_workflow, results)
 
     print("running the ccdproc baseline ...", flush=True)
     cmd = [sys.executable, str(Path(__file__).resolve())]

@@ -42,10 +42,8 @@ from bench_gmos_reduction import (  # noqa: E402  (the benchmarks folder is not 
     BIN,
     DONE,
     REPO,
-    io_floor,
     load_average,
-    per_rule,
-    read_table_rows,
+    measure_run,
     run_monitored,
 )
 
@@ -206,16 +204,7 @@ def main() -> None:
     results: dict = {"cores": args.cores, "workdir": str(workdir), "load_before": load_average()}
     table, results["raw_reused"] = prepare_raw(workdir, args.seed)
 
-    print(f"running snakemake in {workdir} ...", flush=True)
-    results["workflow"] = run_workflow(workdir, table, args.cores)
-    results["rules"] = per_rule(results["workflow"])
-
-    print("measuring the I/O floor ...", flush=True)
-    raw_paths = [row["path"] for row in read_table_rows(table) if row["role"] != "ignore"]
-    products = sorted((workdir / "out").glob("*/*.fits"))
-    results["io_floor"] = io_floor(raw_paths, products, workdir / "io_scratch")
-    results["io_floor"]["products"] = [str(p.relative_to(workdir)) for p in products]
-    shutil.rmtree(workdir / "io_scratch", ignore_errors=True)
+    measure_run(workdir, table, args.cores, run_workflow, results)
 
     if not args.no_stack_memory:
         print("measuring the stack's memory for N and 2N frames ...", flush=True)
