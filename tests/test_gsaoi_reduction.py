@@ -456,6 +456,7 @@ def test_stack_is_the_same_in_one_process(reduced, tmp_path, monkeypatch):
     frames_dir = reduced[1] / "frames"
     frames = [frames_dir / f"{root}_skySubtracted.fits" for root in STANDARD_FRAMES]
     sequence = [frames_dir / f"{root}_flatCorrected.fits" for root in STANDARD_FRAMES]
+    monkeypatch.setattr(gsaoi_science, "_FRAMES_IN_FLIGHT", 2)
     two = stack_gsaoi(frames, sequence=sequence, bad_wcs="fix", scratch=tmp_path, stack={"memory_mb": 1})
     monkeypatch.setattr(gsaoi_science, "_FRAMES_IN_FLIGHT", 1)
     one = stack_gsaoi(frames, sequence=sequence, bad_wcs="fix", scratch=tmp_path, stack={"memory_mb": 1})

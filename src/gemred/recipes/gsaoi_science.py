@@ -78,9 +78,10 @@ STACK_DEFAULTS: dict[str, object] = {
 #: Radius (arcsec) of the aperture that measures a standard star: the AO halo is a Moffat of
 #: 0.45" FWHM whose wings hold about 2 % of the light beyond 1", 0.2 % beyond 2".
 ZP_APERTURE_ARCSEC = 2.0
-#: Frames measured or resampled at once, each in its own worker process: two use both cores of
-#: a small machine while a full-size frame in flight (~0.6 GB) keeps the job under 2 GB.
-_FRAMES_IN_FLIGHT = 2
+#: Frames measured or resampled at once (more than one: each in its own worker process). One:
+#: a full-size frame in flight takes about 1.2 GB, and two took the job to 2.5 GB (measured on 9
+#: full-size frames: 1.19 GB and 131 s with one, 2.47 GB and 97 s with two), over its 2 GB.
+_FRAMES_IN_FLIGHT = 1
 #: OBJCAT flags (SExtractor) that disqualify a source for alignment: blended, truncated.
 _BAD_FLAGS = 2 | 8
 #: OBJCAT flags that disqualify a source for matching a reference catalogue: saturated, truncated.
