@@ -144,6 +144,37 @@ def test_calibrated_science_noise_model(
         assert abs(median) < 0.1, (i, median)
 
 
+def test_master_bias_same_on_one_thread_with_planes_shared(
+    gmos_starfield_small: Path, master_bias: Frame, monkeypatch
+):
+    """The biases are prepared on the job's threads and their repeated planes are held once;
+    neither may change a bit of the master bias."""
+    from gemred.recipes import gmos_calibrations
+
+    shared: dict[int, np.ndarray] = {}
+    frames = [
+        gmos_calibrations._standardized(
+            gmos_starfield_small / f,
+            read_bpm(gmos_starfield_small / BPM),
+            gmos_calibrations.OVERSCAN_DEFAULTS,
+            kind="BIAS",
+        )
+        for f in BIASES[:2]
+    ]
+    compact = [gmos_calibrations._share_constant_planes(frame, shared) for frame in frames]
+    assert compact[0][0].dq is compact[1][0].dq  # the BPM's bits, one array for both
+    assert compact[0][0].var.strides == (0, 0)  # the read noise, one value
+    header = compact[0][0].header
+    assert np.all(compact[0][0].var == np.float32((header["RDNOISE"] / header["GAIN"]) ** 2))  # ADU
+
+    monkeypatch.setattr(gmos_calibrations, "n_threads", lambda: 1)
+    serial = make_master_bias([gmos_starfield_small / f for f in BIASES], bpm_path=gmos_starfield_small / BPM)
+    for one, two in zip(serial, master_bias, strict=True):
+        assert np.array_equal(one.sci, two.sci)
+        assert np.array_equal(one.var, two.var)
+        assert np.array_equal(one.dq, two.dq)
+
+
 def test_master_products_round_trip_through_files(tmp_path: Path, master_bias: Frame):
     path = write_frame(master_bias, tmp_path / f"{master_bias.root}_bias.fits")
     back = read_frame(path)

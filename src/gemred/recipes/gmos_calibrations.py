@@ -14,6 +14,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 from astropy.io import fits
 
 from gemred.frame import Frame
@@ -100,6 +101,22 @@ def _standardized(
     return trim_overscan(subtract_overscan(frame, **overscan))
 
 
+def _share_constant_planes(frame: Frame, shared_dq: dict[int, np.ndarray]) -> Frame:
+    """Hold a bias frame's repeated planes once, read-only, so ten full-size biases stay well
+    under 1 GB: a VAR plane of one value (the read noise) becomes that value broadcast, and a
+    DQ plane equal to the one stored for its extension in ``shared_dq`` (the static BPM, the
+    same in every bias) becomes that array."""
+    for i, ext in enumerate(frame):
+        if ext.var is not None and ext.var.size and ext.var.min() == ext.var.max():
+            ext.var = np.broadcast_to(ext.var.flat[0], ext.var.shape)
+        if ext.dq is not None:
+            reference = shared_dq.setdefault(i, ext.dq)
+            if reference is not ext.dq and np.array_equal(reference, ext.dq):
+                ext.dq = reference
+            ext.dq.flags.writeable = False
+    return frame
+
+
 def _map_frames(work: Callable[[PathLike], Frame], paths: Sequence[PathLike]) -> list[Frame]:
     """``[work(path) for path in paths]`` on the job's threads (numpy frees the GIL for most
     of the pixel work), in order, so the result does not depend on the thread count."""
@@ -164,8 +181,10 @@ def make_master_bias(
     paths = _need_inputs(raw_paths, "bias")
     bpm = _bpm(bpm_path)
     params = _overscan_params(overscan)
-    # One at a time: ten full-size biases already take 0.8 GB; a second in flight would pass 1 GB.
-    frames = [_standardized(path, bpm, params, kind="BIAS") for path in paths]
+    shared_dq: dict[int, np.ndarray] = {}
+    frames = _map_frames(
+        lambda path: _share_constant_planes(_standardized(path, bpm, params, kind="BIAS"), shared_dq), paths
+    )
     master = stack_frames(frames, scale=False, zero=False, **{**BIAS_STACK_DEFAULTS, **(stack or {})})
     master.stamp("PROCBIAS", "UT time stamp: processed bias")
     return master
