@@ -16,9 +16,9 @@ __all__ = ["write_preview"]
 
 
 def write_preview(
-    frame: Frame, path: str | os.PathLike, *, max_pixels: int = 2000, title: str | None = None
+    frame: Frame, path: str | os.PathLike, *, max_pixels: int = 1000, title: str | None = None
 ) -> Path:
-    """Write a zscale-stretched greyscale PNG of a frame's first extension.
+    """Write a zscale-stretched greyscale PNG of a frame's first extension, North up.
 
     Parameters
     ----------
@@ -29,18 +29,18 @@ def write_preview(
     max_pixels : int
         Longest side of the picture; larger images are shown binned by block averages.
     title : str, optional
-        Title above the image; the frame's root name by default.
+        Stored as the PNG's ``Title`` text; the frame's root name, unit and stretch by default.
+        The zscale limits are stored as ``Comment``.
 
     Returns
     -------
     pathlib.Path
-        The PNG written.
+        The PNG written: row 0 of the image at the bottom, pixels without data black.
     """
-    # Imported here: astropy.visualization brings in matplotlib, which only this job needs.
-    # The object-oriented API without pyplot has no global figure state (safe in a worker
-    # thread) and imports less.
+    # Pillow rather than matplotlib: the picture needs no axes, and matplotlib's import and
+    # rendering took 2 s of the stack job.
     from astropy.visualization import ZScaleInterval
-    from matplotlib.figure import Figure
+    from PIL import Image, PngImagePlugin
 
     ext = frame[0]
     image = ext.sci.astype(np.float32)
@@ -53,15 +53,13 @@ def write_preview(
         with warnings.catch_warnings():  # blocks wholly without data stay NaN
             warnings.simplefilter("ignore", RuntimeWarning)
             image = np.nanmean(blocks, axis=(1, 3))
-    finite = image[np.isfinite(image)]
-    vmin, vmax = ZScaleInterval().get_limits(finite) if finite.size else (0.0, 1.0)
-    height = 8.0 * image.shape[0] / image.shape[1]
-    fig = Figure(figsize=(8.0, max(2.0, height) + 0.6))
-    ax = fig.subplots()
-    ax.imshow(image, origin="lower", cmap="gray", vmin=vmin, vmax=vmax, interpolation="nearest")
-    ax.set_title(title or f"{frame.root} ({ext.header.get('BUNIT', '')}, zscale)")
-    ax.set_xticks([])
-    ax.set_yticks([])
+    finite = np.isfinite(image)
+    vmin, vmax = ZScaleInterval().get_limits(image[finite]) if finite.any() else (0.0, 1.0)
+    scaled = (np.clip(image, vmin, vmax) - vmin) * (255.0 / max(vmax - vmin, 1e-30))
+    grey = np.where(finite, np.rint(scaled), 0).astype(np.uint8)
+    text = PngImagePlugin.PngInfo()
+    text.add_text("Title", title or f"{frame.root} ({ext.header.get('BUNIT', '')}, zscale)")
+    text.add_text("Comment", f"zscale limits {vmin:.6g} {vmax:.6g} ; binned {step}x{step}")
     with atomic_output(path) as tmp:
-        fig.savefig(tmp, dpi=100, bbox_inches="tight", format="png")
+        Image.fromarray(grey[::-1], mode="L").save(tmp, format="png", pnginfo=text)
     return Path(path)
