@@ -80,27 +80,21 @@ def flag_cosmic_rays_by_stacking(
     median[~np.isfinite(median)] = 0
     del masked, rough
     ref = frames[0][0]
-
-    def candidates(frame: Frame, offset: np.float32, good: np.ndarray) -> np.ndarray:
+    protected = object_mask(Extension(median, ref.header, None, ref.dq), **(detect or {}))
+    out = []
+    for frame, offset, good in zip(frames, offsets, usable, strict=True):
         ext = frame[0]
-        excess = ext.sci - offset
+        image = ext.sci
+        excess = image - offset
         excess -= median
         if ext.var is not None:
             limit = np.sqrt(np.maximum(ext.var, 0))
             limit *= hsigma
         else:
-            limit = hsigma * np.nanstd(ext.sci - median)
+            limit = hsigma * np.nanstd(image - median)
         hits = excess > limit
+        del excess, limit
         hits &= good
-        return hits
-
-    # The sources are found on one thread while the other compares the frames with the median.
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        protecting = pool.submit(object_mask, Extension(median, ref.header, None, ref.dq), **(detect or {}))
-        found = list(pool.map(candidates, frames, offsets, usable))
-        protected = protecting.result()
-    out = []
-    for frame, hits, good in zip(frames, found, usable, strict=True):
         hits &= ~protected
         if dilation and hits.any():
             # A (2 * dilation + 1)-square dilation (the 3x3 structure applied `dilation` times),
@@ -109,7 +103,7 @@ def flag_cosmic_rays_by_stacking(
             grown = ndimage.maximum_filter1d(hits.view(np.uint8), size, axis=0)
             hits = ndimage.maximum_filter1d(grown, size, axis=1).view(bool) & good
         flagged = frame.copy(deep=False)  # SCI and VAR shared; DQ is a new array
-        flagged[0].dq = frame[0].dq | (hits * np.uint16(dq.COSMIC_RAY))
+        flagged[0].dq = ext.dq | (hits * np.uint16(dq.COSMIC_RAY))
         flagged.stamp("CRMASKED", "UT time stamp: cosmic rays flagged by stacking")
         log.info("%s: %d pixels flagged as cosmic rays", frame.root, int(hits.sum()))
         out.append(flagged)
