@@ -341,15 +341,31 @@ def dq_footprint(dq: np.ndarray, py: np.ndarray, px: np.ndarray, threshold: floa
     numpy.ndarray
         uint16 DQ of the output pixels, shaped like ``py``.
     """
-    iy, ix = np.floor(py).astype(np.int64), np.floor(px).astype(np.int64)
-    fy, fx = py - iy, px - ix
     out = np.zeros(py.shape, dtype=np.uint16)
+    flagged = dq != 0
+    if not flagged.any():
+        return out
+    # Only positions next to a flagged pixel can pick up bits: find them with one lookup of
+    # the flagged pixels grown by one, then gather the 2x2 bits there alone.
+    near = flagged.copy()
+    near[:-1] |= flagged[1:]
+    near[:, :-1] |= near[:, 1:].copy()
+    iy = np.clip(np.floor(py), 0, dq.shape[0] - 1).astype(np.intp)
+    ix = np.clip(np.floor(px), 0, dq.shape[1] - 1).astype(np.intp)
+    todo = np.flatnonzero(near[iy, ix])
+    if todo.size == 0:
+        return out
+    qy, qx = py.ravel()[todo], px.ravel()[todo]
+    iy, ix = np.floor(qy).astype(np.int64), np.floor(qx).astype(np.int64)
+    fy, fx = qy - iy, qx - ix
+    bits = np.zeros(todo.size, dtype=np.uint16)
     for dy, wy in ((0, 1.0 - fy), (1, fy)):
         for dx, wx in ((0, 1.0 - fx), (1, fx)):
             take = (wy > threshold) & (wx > threshold)
             jy = np.clip(iy + dy, 0, dq.shape[0] - 1)
             jx = np.clip(ix + dx, 0, dq.shape[1] - 1)
-            out |= np.where(take, dq[jy, jx], 0).astype(np.uint16)
+            bits |= np.where(take, dq[jy, jx], 0).astype(np.uint16)
+    out.ravel()[todo] = bits
     return out
 
 
