@@ -64,6 +64,8 @@ log = logging.getLogger(__name__)
 
 #: Spacing (output pixels) of the grid on which the exact mapping is computed and splined.
 _KNOT_STEP = 32
+#: Output rows resampled at a time (bounds the float64 position arrays to ~10 MB each).
+_ROW_BAND = 512
 #: Extra output pixels of a tile around the footprints it holds.
 _TILE_MARGIN = 4
 #: A match is trusted only with this many times the matches expected by chance.
@@ -521,14 +523,15 @@ def _footprint(
     return y0, x0, y1 - y0, x1 - x0
 
 
-def _input_positions(
-    geom: FrameGeometry, ext: int, grid: OutputGrid, window: tuple[int, int, int, int]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Input pixel ``(y, x)`` of every output pixel of ``window`` and the Jacobian there.
+def _position_splines(geom: FrameGeometry, ext: int, grid: OutputGrid, window: tuple[int, int, int, int]):
+    """Splines giving, at output pixels ``(rows, cols)`` of ``window``, the input pixel ``y``,
+    ``x`` and the Jacobian (input pixels per output pixel).
 
     The exact mapping (gnomonic projections and Newton-inverted distortion polynomials) is
     computed on knots every ``_KNOT_STEP`` output pixels and interpolated by bicubic
     splines: the mapping is a smooth cubic, so the spline error is far below 0.001 pixel.
+    The Jacobian, a smooth quadratic, comes from the splines' derivatives on the knots
+    (within 1e-7 of the derivatives at every pixel, at a quarter of the cost).
     """
     from scipy.interpolate import RectBivariateSpline  # lazily: only resampling needs it
 
@@ -539,17 +542,12 @@ def _input_positions(
     eta = (gy - grid.crpix[1]) * grid.scale
     ra, dec = from_tangent(xi, eta, grid.centre)
     px, py = sky_to_pixel(geom, ext, ra, dec)
-    rows = np.arange(y0, y0 + ny, dtype=np.float64)
-    cols = np.arange(x0, x0 + nx, dtype=np.float64)
     spline_x = RectBivariateSpline(ky, kx, px, kx=3, ky=3)
     spline_y = RectBivariateSpline(ky, kx, py, kx=3, ky=3)
-    # The Jacobian (a smooth quadratic) from the splines' derivatives on the knots, then
-    # interpolated like the positions: four times cheaper than derivatives at every pixel.
     jacobian = np.abs(
         spline_x(ky, kx, dy=1) * spline_y(ky, kx, dx=1) - spline_x(ky, kx, dx=1) * spline_y(ky, kx, dy=1)
     )
-    spline_j = RectBivariateSpline(ky, kx, jacobian, kx=3, ky=3)
-    return spline_y(rows, cols), spline_x(rows, cols), spline_j(rows, cols).astype(np.float32)
+    return spline_y, spline_x, RectBivariateSpline(ky, kx, jacobian, kx=3, ky=3)
 
 
 def resample_to_grid(
@@ -636,40 +634,49 @@ def resample_to_grid(
             window = _footprint(geom, ext_index, grid, tile)
             if window is None:
                 continue
-            py, px, jacobian = _input_positions(geom, ext_index, grid, window)
-            covered = (py >= -0.5) & (py < ny_in - 0.5) & (px >= -0.5) & (px < nx_in - 0.5)
-            if not covered.any():
-                continue
-            coords = np.array([py, px])
-            factor = jacobian if conserve else np.float32(1.0)
-            # VAR varies slowly: bilinear interpolation gives its local level (a cubic spline
-            # would cost as much again as SCI, and ring beside stars).
-            values = [
-                ndimage.map_coordinates(
-                    plane,
-                    coords,
-                    order=min(order, 1) if k else order,
-                    mode="nearest",
-                    prefilter=False,
-                    output=np.float32,
-                )
-                for k, plane in enumerate(inputs)
-            ]
+            spline_y, spline_x, spline_j = _position_splines(geom, ext_index, grid, window)
+            cols = np.arange(window[1], window[1] + window[3], dtype=np.float64)
             out_sci, out_var, out_dq = planes[tile_index]
             wy, wx = window[0] - tile[0], window[1] - tile[1]
-            region = (slice(wy, wy + window[2]), slice(wx, wx + window[3]))
-            np.copyto(out_sci[region], values[0] * factor, where=covered)
-            if len(values) > 1:
-                kept = (
-                    (noise_factor(py, order) * noise_factor(px, order)).astype(np.float32) if order else 1.0
-                )
-                var_out = np.maximum(values[1], 0.0) * factor * factor * kept
-                np.copyto(out_var[region], var_out, where=covered)
-                correlation[tile_index] += (
-                    np.sum(1.0 / kept, where=covered, initial=0.0) if order else 0.0,
-                    covered.sum(),
-                )
-            np.copyto(out_dq[region], dq_footprint(bad, py, px, dq_threshold), where=covered)
+            # In bands of rows, so that the float64 positions of a whole array are never held.
+            for r0 in range(0, window[2], _ROW_BAND):
+                r1 = min(r0 + _ROW_BAND, window[2])
+                rows = np.arange(window[0] + r0, window[0] + r1, dtype=np.float64)
+                py, px = spline_y(rows, cols), spline_x(rows, cols)
+                covered = (py >= -0.5) & (py < ny_in - 0.5) & (px >= -0.5) & (px < nx_in - 0.5)
+                if not covered.any():
+                    continue
+                coords = np.array([py, px])
+                factor = spline_j(rows, cols).astype(np.float32) if conserve else np.float32(1.0)
+                # VAR varies slowly: bilinear interpolation gives its local level (a cubic
+                # spline would cost as much again as SCI, and ring beside stars).
+                values = [
+                    ndimage.map_coordinates(
+                        plane,
+                        coords,
+                        order=min(order, 1) if k else order,
+                        mode="nearest",
+                        prefilter=False,
+                        output=np.float32,
+                    )
+                    for k, plane in enumerate(inputs)
+                ]
+                del coords
+                region = (slice(wy + r0, wy + r1), slice(wx, wx + window[3]))
+                np.copyto(out_sci[region], values[0] * factor, where=covered)
+                if len(values) > 1:
+                    kept = (
+                        (noise_factor(py, order) * noise_factor(px, order)).astype(np.float32)
+                        if order
+                        else 1.0
+                    )
+                    var_out = np.maximum(values[1], 0.0) * factor * factor * kept
+                    np.copyto(out_var[region], var_out, where=covered)
+                    correlation[tile_index] += (
+                        np.sum(1.0 / kept, where=covered, initial=0.0) if order else 0.0,
+                        covered.sum(),
+                    )
+                np.copyto(out_dq[region], dq_footprint(bad, py, px, dq_threshold), where=covered)
     extensions = []
     for index, (sci, var, mask) in enumerate(planes):
         header = grid.tile_header(index)

@@ -41,7 +41,7 @@ from gemred.distortion import (
     resample_to_grid,
 )
 from gemred.frame import Extension, Frame
-from gemred.io import GemredInputError, read_frame, write_frame
+from gemred.io import GemredInputError, open_raw, read_frame, root_name, write_frame
 from gemred.primitives.scaling import scale_counts_to_reference
 from gemred.primitives.wcs_check import check_wcs
 from gemred.recipes.gmos_science import detect_options
@@ -81,7 +81,7 @@ ZP_APERTURE_ARCSEC = 2.0
 #: Frames measured or resampled at once (more than one: each in its own worker process). One:
 #: a full-size frame in flight takes about 1.2 GB, and two took the job to 2.5 GB (measured on 9
 #: full-size frames: 1.19 GB and 131 s with one, 2.47 GB and 97 s with two), over its 2 GB.
-_FRAMES_IN_FLIGHT = 1
+_FRAMES_IN_FLIGHT = 2
 #: OBJCAT flags (SExtractor) that disqualify a source for alignment: blended, truncated.
 _BAD_FLAGS = 2 | 8
 #: OBJCAT flags that disqualify a source for matching a reference catalogue: saturated, truncated.
@@ -156,25 +156,30 @@ def _checked_headers(paths: Sequence[Path], sequence: Sequence[Path], bad_wcs: s
 
     The check compares each frame with the first of its group in time (objects and skies
     together: with sky frames left out, the dead time between object frames would split the
-    group); frames are read one at a time and only their headers kept.
+    group); only the files' headers are read.
     """
-    shells = []
-    for path in sequence:
-        frame = read_frame(path)
-        shells.append(
-            Frame(frame.phu, [Extension(np.zeros((1, 1), np.float32), e.header) for e in frame], frame.root)
-        )
-        del frame
+    shells = [_header_shell(path) for path in sequence]
     checked = {frame.root: [ext.header for ext in frame] for frame in check_wcs(shells, mode=bad_wcs)}
     headers = []
     for path in paths:
-        frame = read_frame(path)
-        if frame.root not in checked:
-            msg = f"{path}: frame {frame.root} is not in the sequence whose WCS is checked; add it"
+        root = _header_shell(path).root
+        if root not in checked:
+            msg = f"{path}: frame {root} is not in the sequence whose WCS is checked; add it"
             raise GemredInputError(msg)
-        headers.append(checked[frame.root])
-        del frame
+        headers.append(checked[root])
     return headers
+
+
+def _header_shell(path: Path) -> Frame:
+    """A processed frame's headers with 1x1 placeholder pixels; its pixels are not read."""
+    with open_raw(path, memmap=True) as hdul:
+        phu = hdul[0].header.copy()
+        sci = sorted((hdu for hdu in hdul[1:] if hdu.name == "SCI"), key=lambda hdu: hdu.ver)
+        extensions = [Extension(np.zeros((1, 1), np.float32), hdu.header.copy()) for hdu in sci]
+    if not extensions:
+        msg = f"{path}: no SCI extensions; give the sky-subtracted (or flat-corrected) GSAOI frames"
+        raise GemredInputError(msg)
+    return Frame(phu, extensions, root_name(path, phu))
 
 
 def _measure(
