@@ -43,7 +43,6 @@ def test_slurm_profile_sizes_every_rule_and_groups_every_per_frame_rule():
         "gsaoi_calibrate": "gsaoi_calibrated",
         "gsaoi_sky_mask": "gsaoi_sky_masks",
         "gsaoi_sky": "gsaoi_skies",
-        "gsaoi_sky_subtract": "gsaoi_sky_subtracted",
     }
     components = dict(item.split("=") for item in profile["group-components"])
     assert set(components) == set(grouped.values())

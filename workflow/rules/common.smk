@@ -389,6 +389,7 @@ def gsaoi_sky_inputs(wildcards):
     skies = gsaoi_sky_table(row["group"])[wildcards.gsaoi_frame]
     masked = config["skyCorrect"]["mask_objects"]
     return {
+        "frame": f"{OUTDIR}/frames/{wildcards.gsaoi_frame}_flatCorrected.fits",
         "frames": [f"{OUTDIR}/frames/{root}_flatCorrected.fits" for root in skies],
         "masks": [f"{OUTDIR}/frames/{root}_skyMask.fits" for root in skies if masked],
     }

@@ -63,7 +63,8 @@ rule gsaoi_sky:
     input:
         unpack(gsaoi_sky_inputs),
     output:
-        f"{OUTDIR}/frames/{{gsaoi_frame}}_sky.fits",
+        sky=f"{OUTDIR}/frames/{{gsaoi_frame}}_sky.fits",
+        subtracted=f"{OUTDIR}/frames/{{gsaoi_frame}}_skySubtracted.fits",
     log:
         f"{OUTDIR}/logs/gsaoi_sky/{{gsaoi_frame}}.log",
     group:
@@ -75,25 +76,6 @@ rule gsaoi_sky:
         gemred_version=GEMRED_VERSION,
     script:
         "../../scripts/gsaoi_sky.py"
-
-
-rule gsaoi_sky_subtract:
-    input:
-        frame=f"{OUTDIR}/frames/{{gsaoi_frame}}_flatCorrected.fits",
-        sky=f"{OUTDIR}/frames/{{gsaoi_frame}}_sky.fits",
-    output:
-        f"{OUTDIR}/frames/{{gsaoi_frame}}_skySubtracted.fits",
-    log:
-        f"{OUTDIR}/logs/gsaoi_sky_subtract/{{gsaoi_frame}}.log",
-    group:
-        "gsaoi_sky_subtracted"
-    conda:
-        "../../environment.yml"
-    params:
-        sky=config["skyCorrect"],
-        gemred_version=GEMRED_VERSION,
-    script:
-        "../../scripts/gsaoi_sky_subtract.py"
 
 
 rule gsaoi_stack:

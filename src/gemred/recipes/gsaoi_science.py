@@ -78,9 +78,9 @@ STACK_DEFAULTS: dict[str, object] = {
 #: Radius (arcsec) of the aperture that measures a standard star: the AO halo is a Moffat of
 #: 0.45" FWHM whose wings hold about 2 % of the light beyond 1", 0.2 % beyond 2".
 ZP_APERTURE_ARCSEC = 2.0
-#: Frames measured or resampled at once (more than one: each in its own worker process). One:
-#: a full-size frame in flight takes about 1.2 GB, and two took the job to 2.5 GB (measured on 9
-#: full-size frames: 1.19 GB and 131 s with one, 2.47 GB and 97 s with two), over its 2 GB.
+#: Frames measured or resampled at once (more than one: each in its own worker process). Since
+#: positions are evaluated in row bands a full-size frame in flight adds about 0.2 GB, so two fit
+#: well within the job's 2 GB (9 full-size frames: 1.27 GB process-tree PSS, 95 s).
 _FRAMES_IN_FLIGHT = 2
 #: OBJCAT flags (SExtractor) that disqualify a source for alignment: blended, truncated.
 _BAD_FLAGS = 2 | 8
