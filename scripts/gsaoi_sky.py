@@ -8,7 +8,12 @@ from gemred.recipes.gsaoi_sky import sky_frame, sky_subtracted
 
 def main(smk) -> None:
     settings = options(smk.params.sky)
-    sky = sky_frame(smk.input.frames, mask_paths=list(smk.input.masks) or None, options=settings)
+    sky = sky_frame(
+        smk.input.frames,
+        mask_paths=list(smk.input.masks) or None,
+        options=settings,
+        object_path=smk.input.frame,
+    )
     write_frame(sky, smk.output.sky)
     write_frame(sky_subtracted(read_frame(smk.input.frame), sky, options=settings), smk.output.subtracted)
 

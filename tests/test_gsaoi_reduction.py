@@ -3,7 +3,8 @@ against the simulator's truth: products, astrometry across the four arrays, orie
 photometry, noise, sky level and the standard star's zero point.
 
 The workflow runs once per module (``--snakefile`` from another directory, as a user would,
-with the tutorial's ``prepare: bad_wcs: fix``); the tests read its products. The small preset
+with the tutorial's ``prepare: bad_wcs: fix`` and ``skyCorrect: offset_sky: false``); the tests
+read its products. The small preset
 keeps a 256 x 256 window at each corner of the field, so each stack holds four tiles of one
 North-up grid.
 """
@@ -47,7 +48,8 @@ def reduced(gsaoi_offsetsky_small, tmp_path_factory) -> tuple[Path, Path]:
     run_command(["gemred", "table", str(raw), "-o", str(table)], root)
     settings = root / "tutorial.yaml"
     settings.write_text(
-        f'prepare:\n  bad_wcs: fix\nstandard_magnitudes:\n  "{STANDARD[0]}": {{Kshort: {STANDARD_MAG}}}\n'
+        "prepare:\n  bad_wcs: fix\nskyCorrect:\n  offset_sky: false\n"
+        f'standard_magnitudes:\n  "{STANDARD[0]}": {{Kshort: {STANDARD_MAG}}}\n'
     )
     work = root / "work"
     work.mkdir()
@@ -424,19 +426,23 @@ def _starlight(ext, stars, pixels: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="sky over-subtracted by ~14 e (-0.33 sigma per pixel) against truth: the level match "
-    "(offset_sky) takes the median of the unmasked pixels, which hold the crowded field's diffuse "
-    "starlight, for sky; with offset_sky false it is -1.2 sigma, as the simulated sky drifts by "
-    "1.3 e/s/pixel over the sequence and the first frame has only later skies",
+    reason="measured -0.042 to -0.061 sigma (the issue: 0.05). With the tutorial's offset_sky false "
+    "and the sky followed in time (follow_drift) the sky is over-subtracted by ~2 e: the offset field's "
+    "own faint starlight, which the sky carries (median 1 to 8 e per pixel in the small preset's crowded "
+    "sky field), and the extrapolation before the first sky frame of the sequence. Was -0.33 sigma with "
+    "the level matched on each frame (the crowded field's diffuse light taken for sky) and -1.2 sigma "
+    "with the nearest sky's level (the simulated sky drifts 3 % over 40 minutes)",
 )
 def test_sky_level_on_blank_sky_is_zero(stack, truth):
     stars, _ = truth
+    levels = []
     for ext in stack:
         blank = _blank(ext, stars)
         # 'Blank' pixels still hold the faint stars' halos (~0.1 sigma here): the sky is what
         # is left after the truth's starlight.
         background = ext.sci[blank] - _starlight(ext, stars, np.nonzero(blank))
-        assert abs(np.mean(background) / np.sqrt(np.mean(ext.var[blank]))) < 0.05
+        levels.append(np.mean(background) / np.sqrt(np.mean(ext.var[blank])))
+    assert max(np.abs(levels)) < 0.05, levels
 
 
 def test_standard_star_zero_point_matches_truth(reduced, truth):

@@ -8,10 +8,12 @@ used (``shared/reference/reduction-steps.md`` sections 1 and 5; ``DRAGONS:
 gempy/library/nddops.py``).
 
 :func:`stack_frames` stacks :class:`~gemred.frame.Frame` objects extension by extension,
-optionally matching their levels (additive ``zero`` or multiplicative ``scale``) to the first
-frame. :func:`stack_files` does the same from processed files on disk, reading each stack in
-row bands from files opened once, so memory stays bounded whatever the number of frames; it
-gives bit-for-bit the same result as :func:`stack_frames`.
+optionally matching their levels: a multiplicative ``scale`` to the first frame, or an
+additive ``zero`` to the frames' mean level (DRAGONS: the first frame's; the mean keeps one
+frame's background error, e.g. of a sky extrapolated in time, from becoming the stack's).
+:func:`stack_files` does the same from processed files on disk, reading each stack in row
+bands from files opened once, so memory stays bounded whatever the number of frames; it gives
+bit-for-bit the same result as :func:`stack_frames`.
 
 Implementation notes: the stack axis is the first one and every step is vectorised across
 pixels. Excluded and rejected inputs become NaN in a float32 work copy; medians come from one
@@ -558,6 +560,7 @@ def _stack_extensions(
             sci, _, dq = read(ext, rows)
             samples = [(sci[i][:, cols], None if dq is None else dq[i][:, cols]) for i in range(n_img)]
             scales, offsets = level_offsets(samples, scale=scale, zero=zero)
+            offsets -= offsets.mean()
         out_sci = np.empty((ny, nx), dtype=np.float32)
         out_var: np.ndarray | None = None
         out_dq = np.empty((ny, nx), dtype=np.uint16)
@@ -629,10 +632,11 @@ def stack_frames(
         Inputs with the same number and shapes of extensions; VAR (DQ) is used only if every
         frame has it.
     scale, zero : bool
-        Match every frame to the first, extension by extension, by a multiplicative scale or
-        an additive offset (see :func:`level_offsets`; ``zero`` wins if both are set). They
-        are measured on up to 512 evenly spaced rows of ``statsec``; VAR is scaled by the
-        square of the scale.
+        Match the frames' levels, extension by extension: ``scale`` multiplies every frame
+        to the first one's level, ``zero`` adds an offset bringing every frame to the frames'
+        mean level (see :func:`level_offsets`; ``zero`` wins if both are set). They are
+        measured on up to 512 evenly spaced rows of ``statsec``; VAR is scaled by the square
+        of the scale.
     statsec : str, optional
         FITS section (``'[x1:x2,y1:y2]'``, 1-based) for the offset statistics; whole extension
         by default.

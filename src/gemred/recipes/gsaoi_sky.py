@@ -10,12 +10,14 @@ associated with it, so the workflow computes them once per sky frame, writes the
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 from astropy.io import fits
 
+from gemred.descriptors import descriptors
 from gemred.frame import Frame
 from gemred.io import GemredInputError, read_frame
 from gemred.primitives.sky import SKY_DEFAULTS, make_sky, sky_object_mask, subtract_sky
@@ -27,8 +29,8 @@ PathLike = str | os.PathLike
 #: Memory (MB) for the row bands of a sky stack: the frames themselves are in memory too (up to
 #: ~1.2 GB for seven full-size skies), so the bands are kept small to stay under 2 GB a job.
 _BAND_MEMORY_MB = 192.0
-#: ``skyCorrect`` keys that belong to the subtraction rather than to making the sky.
-_SUBTRACT_KEYS = ("offset_sky",)
+#: ``skyCorrect`` keys that are not :func:`gemred.primitives.sky.make_sky` arguments.
+_NOT_MAKE_KEYS = ("offset_sky", "follow_drift")
 
 
 def _options(options: Mapping | None) -> dict:
@@ -113,11 +115,25 @@ def read_sky_mask(path: PathLike) -> list[np.ndarray]:
     return masks
 
 
+def _mid_exposure(path: PathLike) -> dt.datetime:
+    """Middle of a frame's exposure, from its header (``ut_datetime`` + half the exposure time)."""
+    values = descriptors(path)
+    if values["ut_datetime"] is None or values["exposure_time"] is None:
+        msg = (
+            f"{path}: no UT start or exposure time in the header, needed to follow the sky's drift; "
+            "fix the header or set skyCorrect: follow_drift: false"
+        )
+        raise GemredInputError(msg)
+    start = dt.datetime.fromisoformat(values["ut_datetime"])
+    return start + dt.timedelta(seconds=float(values["exposure_time"]) / 2)
+
+
 def sky_frame(
     sky_paths: Sequence[PathLike],
     *,
     mask_paths: Sequence[PathLike] | None = None,
     options: Mapping | None = None,
+    object_path: PathLike | None = None,
 ) -> Frame:
     """The sky of one object frame from its associated sky exposures (DRAGONS ``stackSkyFrames``).
 
@@ -130,6 +146,10 @@ def sky_frame(
         ``mask_objects``, the masks are found here, each frame against the others given.
     options : mapping, optional
         ``skyCorrect`` settings over :data:`gemred.primitives.sky.SKY_DEFAULTS`.
+    object_path : path-like, optional
+        The object frame this sky is for: with ``follow_drift``, the sky is brought to the level
+        its frames' levels reach at the middle of this frame's exposure (interpolated through
+        the skies nearest in time). None: the first sky frame's level.
 
     Returns
     -------
@@ -139,21 +159,26 @@ def sky_frame(
     Raises
     ------
     GemredInputError
-        If no sky frame is given, the masks do not match them, or a setting is unknown.
+        If no sky frame is given, the masks do not match them, a setting is unknown, or a
+        time needed for ``follow_drift`` is missing from a header.
     """
     if not sky_paths:
         msg = "sky_frame: no sky frames given; check separateSky / associateSky in the config"
         raise GemredInputError(msg)
     settings = _options(options)
-    make_options = {k: v for k, v in settings.items() if k not in _SUBTRACT_KEYS}
+    make_options = {k: v for k, v in settings.items() if k not in _NOT_MAKE_KEYS}
     masks = None
     if mask_paths is not None and make_options["mask_objects"]:
         if len(mask_paths) != len(sky_paths):
             msg = f"{sky_paths[0]}: {len(mask_paths)} mask files given for {len(sky_paths)} sky frames"
             raise GemredInputError(msg)
         masks = [read_sky_mask(path) for path in mask_paths]
+    times = None
+    if object_path is not None and settings["follow_drift"]:
+        when = _mid_exposure(object_path)
+        times = [(_mid_exposure(path) - when).total_seconds() for path in sky_paths]
     frames = [read_frame(path) for path in sky_paths]
-    return make_sky(frames, masks=masks, memory_mb=_BAND_MEMORY_MB, **make_options)
+    return make_sky(frames, masks=masks, times=times, memory_mb=_BAND_MEMORY_MB, **make_options)
 
 
 def sky_subtracted(frame: Frame, sky: Frame, *, options: Mapping | None = None) -> Frame:
