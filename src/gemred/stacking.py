@@ -511,10 +511,11 @@ def level_offsets(
     return scales, offsets
 
 
-#: Reads some rows (a slice or an index array) of extension ``ext`` of every input:
-#: ``(sci, var, dq)`` stacks of shape ``(N, rows, nx)``, fresh arrays the caller may modify.
+#: Reads some rows (a slice or an index array) of extension ``ext`` of every input, or of the
+#: inputs listed in a third argument: ``(sci, var, dq)`` stacks of shape ``(N, rows, nx)``,
+#: fresh arrays the caller may modify.
 _Planes = tuple[np.ndarray, np.ndarray | None, np.ndarray | None]
-_BandReader = Callable[[int, "slice | np.ndarray"], _Planes]
+_BandReader = Callable[..., _Planes]
 
 
 def _sample_rows(shape: tuple[int, int], statsec: str | None) -> tuple[np.ndarray, slice]:
@@ -556,10 +557,7 @@ def _stack_extensions(
     for ext, (ny, nx) in enumerate(shapes):
         scales, offsets = np.ones(n_img), np.zeros(n_img)
         if scale or zero:
-            rows, cols = _sample_rows((ny, nx), statsec)
-            sci, _, dq = read(ext, rows)
-            samples = [(sci[i][:, cols], None if dq is None else dq[i][:, cols]) for i in range(n_img)]
-            scales, offsets = level_offsets(samples, scale=scale, zero=zero)
+            scales, offsets = _sample_levels(read, ext, (ny, nx), n_img, statsec, scale=scale, zero=zero)
             offsets -= offsets.mean()
         out_sci = np.empty((ny, nx), dtype=np.float32)
         out_var: np.ndarray | None = None
@@ -578,6 +576,32 @@ def _stack_extensions(
                 out_var[r0:r1] = band_var
         results.append((out_sci, out_var, out_dq))
     return results
+
+
+def _sample_levels(
+    read: _BandReader,
+    ext: int,
+    shape: tuple[int, int],
+    n_img: int,
+    statsec: str | None,
+    *,
+    scale: bool,
+    zero: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`level_offsets` of every input against the first on the sample rows, the inputs
+    read one at a time after the first, so that the memory does not grow with their number."""
+    rows, cols = _sample_rows(shape, statsec)
+
+    def sample(index: int) -> tuple[np.ndarray, np.ndarray | None]:
+        sci, _, dq = read(ext, rows, [index])
+        return sci[0][:, cols], None if dq is None else dq[0][:, cols]
+
+    reference = sample(0)
+    scales, offsets = np.ones(n_img), np.zeros(n_img)
+    for index in range(1, n_img):
+        pair_scales, pair_offsets = level_offsets([reference, sample(index)], scale=scale, zero=zero)
+        scales[index], offsets[index] = pair_scales[1], pair_offsets[1]
+    return scales, offsets
 
 
 def _apply_levels(sci: np.ndarray, var: np.ndarray | None, scales: np.ndarray, offsets: np.ndarray) -> None:
@@ -660,8 +684,8 @@ def stack_frames(
     _check_stack(len(frames), [[ext.shape for ext in f] for f in frames], [f.root for f in frames])
     shapes = [ext.shape for ext in frames[0]]
 
-    def read(ext: int, rows: slice | np.ndarray) -> _Planes:
-        exts = [f[ext] for f in frames]
+    def read(ext: int, rows: slice | np.ndarray, images: Sequence[int] | None = None) -> _Planes:
+        exts = [f[ext] for f in (frames if images is None else [frames[i] for i in images])]
         sci = np.stack([e.sci[rows] for e in exts]).astype(np.float32, copy=False)
         var = None if any(e.var is None for e in exts) else np.stack([e.var[rows] for e in exts])
         dq = None if any(e.dq is None for e in exts) else np.stack([e.dq[rows] for e in exts])
@@ -705,7 +729,8 @@ def stack_files(
     :attr:`astropy.io.fits.ImageHDU.section` (plain reads, not a memory map, so that pages
     already stacked do not stay resident); bands are sized so that
     ``N x rows x nx x 10 bytes x 3`` stays under ``memory_mb``. Offsets and scales are
-    measured first from a subsample of rows. The result is identical to
+    measured first from a subsample of rows, one file at a time against the first, so the
+    memory does not grow with the number of files. The result is identical to
     :func:`stack_frames` on the same data.
 
     Parameters
@@ -740,8 +765,10 @@ def stack_files(
         _check_stack(len(paths), [[g["SCI"].shape for g in grp] for grp in groups], [str(p) for p in paths])
         shapes = [g["SCI"].shape for g in groups[0]]
 
-        def plane(name: str, ext: int, rows: slice | np.ndarray, dtype: type) -> np.ndarray | None:
-            hdus = [grp[ext].get(name) for grp in groups]
+        def plane(
+            name: str, ext: int, rows: slice | np.ndarray, dtype: type, images: Sequence[int] | None
+        ) -> np.ndarray | None:
+            hdus = [grp[ext].get(name) for grp in (groups if images is None else [groups[i] for i in images])]
             if any(h is None for h in hdus):
                 return None
             ny, nx = shapes[ext]
@@ -754,11 +781,11 @@ def stack_files(
                         out[i, k] = hdu.section[row]
             return out
 
-        def read(ext: int, rows: slice | np.ndarray) -> _Planes:
+        def read(ext: int, rows: slice | np.ndarray, images: Sequence[int] | None = None) -> _Planes:
             return (
-                plane("SCI", ext, rows, np.float32),
-                plane("VAR", ext, rows, np.float32),
-                plane("DQ", ext, rows, np.uint16),
+                plane("SCI", ext, rows, np.float32, images),
+                plane("VAR", ext, rows, np.float32, images),
+                plane("DQ", ext, rows, np.uint16, images),
             )
 
         results = _stack_extensions(
