@@ -86,7 +86,7 @@ def write_sky_mask(masks: Sequence[np.ndarray], path: PathLike, *, frame: PathLi
         The sky frame the masks belong to (recorded as ``SKYFRAME``).
     """
     phu = fits.PrimaryHDU()
-    phu.header["SKYFRAME"] = (os.path.basename(os.fspath(frame)), "Sky frame these source masks belong to")
+    phu.header["SKYFRAME"] = (os.path.basename(os.fspath(frame)), "Sky frame of these masks")
     hdus = [phu]
     for ver, mask in enumerate(masks, start=1):
         hdu = fits.ImageHDU(np.asarray(mask, dtype=np.uint8), name="OBJMASK")
