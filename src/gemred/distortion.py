@@ -691,7 +691,7 @@ def resample_to_grid(
     out = Frame(frame.phu.copy(), extensions, frame.root)
     out.phu["ALIGNMTH"] = (geom.method, "How the frame was aligned to the reference")
     out.phu["NMATCHED"] = (geom.nmatched, "Sources matched to the reference")
-    out.phu["ALIGNDX"] = (float(geom.shift[0]), "[arcsec] East shift of the pointing by alignment")
-    out.phu["ALIGNDY"] = (float(geom.shift[1]), "[arcsec] North shift of the pointing by alignment")
+    out.phu["ALIGNDX"] = (float(geom.shift[0]), "[arcsec] East shift of pointing by alignment")
+    out.phu["ALIGNDY"] = (float(geom.shift[1]), "[arcsec] North shift of pointing by alignment")
     out.stamp("RESAMPLE", "resampleToCommonFrame (distortion corrected)")
     return out
