@@ -522,12 +522,13 @@ def _starlight(ext, stars, pixels: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="measured -0.042 to -0.061 sigma (the issue: 0.05). With the tutorial's offset_sky false "
-    "and the sky followed in time (follow_drift) the sky is over-subtracted by ~2 e: the offset field's "
-    "own faint starlight, which the sky carries (median 1 to 8 e per pixel in the small preset's crowded "
-    "sky field), and the extrapolation before the first sky frame of the sequence. Was -0.33 sigma with "
-    "the level matched on each frame (the crowded field's diffuse light taken for sky) and -1.2 sigma "
-    "with the nearest sky's level (the simulated sky drifts 3 % over 40 minutes)",
+    reason="measured -0.040 to -0.061 sigma here and -0.100 sigma (-3.2 e) at full size (the issue: "
+    "0.05). With the tutorial's offset_sky false and the sky followed in time (follow_drift), the frames "
+    "taken before the first sky or after the last are over-subtracted (full size: by 17, 7 and 7 e; the "
+    "six frames between skies within 1.3 e), as the parabola through the three nearest skies is "
+    "extrapolated; over every phase of the simulated drift that costs the stack 2.4 e rms. Was -0.33 sigma "
+    "with the level matched on each frame (the crowded field's diffuse light taken for sky) and -1.2 "
+    "sigma with the nearest sky's level (the simulated sky drifts 3 % over 40 minutes)",
 )
 def test_sky_level_on_blank_sky_is_zero(stack, truth):
     stars, _ = truth
