@@ -25,7 +25,7 @@ pixels that still change.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -472,14 +472,16 @@ def _iterclip(x: np.ndarray, var: np.ndarray | None, opts: _Options) -> tuple[np
 
 
 def level_offsets(
-    samples: Sequence[tuple[np.ndarray, np.ndarray | None]], *, scale: bool = False, zero: bool = False
+    samples: Iterable[tuple[np.ndarray, np.ndarray | None]], *, scale: bool = False, zero: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
     """Multiplicative scales and additive offsets making every image match the first.
 
     Parameters
     ----------
-    samples : sequence of (sci, dq)
-        The same pixels of every image (e.g. some rows); ``dq`` may be None.
+    samples : iterable of (sci, dq)
+        The same pixels of every image (e.g. some rows), in order; ``dq`` may be None. They
+        are taken one at a time and only the first is kept, so a generator that reads each
+        image's pixels when asked holds two images at once however many there are.
     scale, zero : bool
         Compute scales (``median(first) / median(this)``) or offsets
         (``median(first - this)``), each over the pixels that are finite and have DQ 0 in both
@@ -491,24 +493,28 @@ def level_offsets(
     scales, offsets : numpy.ndarray
         float64, one per image; image ``i`` becomes ``sci * scales[i] + offsets[i]``.
     """
-    n_img = len(samples)
-    scales, offsets = np.ones(n_img), np.zeros(n_img)
-    if not (scale or zero):
-        return scales, offsets
-    ref, ref_dq = samples[0]
-    ref_good = np.isfinite(ref) & (True if ref_dq is None else ref_dq == 0)
-    for i, (sci, dq) in enumerate(samples[1:], start=1):
+    scales, offsets = [], []
+    ref = ref_good = None
+    for sci, dq in samples:
+        scales.append(1.0)
+        offsets.append(0.0)
+        if ref is None:
+            ref = sci
+            ref_good = np.isfinite(ref) & (True if dq is None else dq == 0)
+            continue
+        if not (scale or zero):
+            continue
         good = ref_good & np.isfinite(sci) & (True if dq is None else dq == 0)
         if not good.any():
             continue
         a, b = ref[good].astype(np.float64), sci[good].astype(np.float64)
         if zero:
             value = float(np.median(a - b))
-            offsets[i] = value if np.isfinite(value) else 0.0
+            offsets[-1] = value if np.isfinite(value) else 0.0
         else:
             value = float(np.median(a) / np.median(b)) if np.median(b) != 0 else np.nan
-            scales[i] = value if np.isfinite(value) and value > 0 else 1.0
-    return scales, offsets
+            scales[-1] = value if np.isfinite(value) and value > 0 else 1.0
+    return np.array(scales, dtype=np.float64), np.array(offsets, dtype=np.float64)
 
 
 #: Reads some rows (a slice or an index array) of extension ``ext`` of every input, or of the
@@ -589,19 +595,14 @@ def _sample_levels(
     zero: bool,
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`level_offsets` of every input against the first on the sample rows, the inputs
-    read one at a time after the first, so that the memory does not grow with their number."""
+    read one at a time, so that the memory does not grow with their number."""
     rows, cols = _sample_rows(shape, statsec)
 
     def sample(index: int) -> tuple[np.ndarray, np.ndarray | None]:
         sci, _, dq = read(ext, rows, [index])
         return sci[0][:, cols], None if dq is None else dq[0][:, cols]
 
-    reference = sample(0)
-    scales, offsets = np.ones(n_img), np.zeros(n_img)
-    for index in range(1, n_img):
-        pair_scales, pair_offsets = level_offsets([reference, sample(index)], scale=scale, zero=zero)
-        scales[index], offsets[index] = pair_scales[1], pair_offsets[1]
-    return scales, offsets
+    return level_offsets((sample(index) for index in range(n_img)), scale=scale, zero=zero)
 
 
 def _apply_levels(sci: np.ndarray, var: np.ndarray | None, scales: np.ndarray, offsets: np.ndarray) -> None:

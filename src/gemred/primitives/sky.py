@@ -306,9 +306,8 @@ def make_sky(
     time 0 (the parabola through the three nearest in time); then the frames are combined
     pixel by pixel with :func:`gemred.stacking.stack_arrays`: source pixels and bad pixels are
     used only where every frame has one there, and the survivors are rejected and combined as
-    asked. VAR
-    follows the combination (``pi/2`` times the mean VAR over the count for a median), DQ is
-    the OR of the inputs used. Bands of rows are processed at a time.
+    asked. VAR follows the combination (``pi/2`` times the mean VAR over the count for a
+    median), DQ is the OR of the inputs used. Bands of rows are processed at a time.
 
     Parameters
     ----------
