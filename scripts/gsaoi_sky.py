@@ -13,6 +13,7 @@ def main(smk) -> None:
         mask_paths=list(smk.input.masks) or None,
         options=settings,
         object_path=smk.input.frame,
+        tracer_paths=list(smk.input.tracers),
     )
     write_frame(sky, smk.output.sky)
     write_frame(sky_subtracted(read_frame(smk.input.frame), sky, options=settings), smk.output.subtracted)

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from gemred.io import GemredInputError
-from gemred.sky import associate_sky, frame_positions, group_pointings, separate_sky
+from gemred.sky import associate_sky, drift_tracers, frame_positions, group_pointings, separate_sky
 from gemred.table import build_table
 
 
@@ -95,6 +95,41 @@ def test_tutorial_sequence_association(science, truth_roles):
             assert chosen == within  # all within the time limit, and only those
         else:
             assert len(chosen) == 3  # time limit ignored just enough to reach min_skies
+
+
+def test_tutorial_sequence_drift_tracers(science, truth_roles):
+    """The two target frames before the first sky and the one after the last get the target
+    frames inside their skies' time span; the six between skies get none."""
+    objects, skies = separate_sky(science)
+    table = associate_sky(objects, skies)
+    tracers = drift_tracers(objects, skies, table)
+    assert list(tracers) == list(table)
+    times = dict(zip(science["filename"], pd.to_datetime(science["ut_datetime"]), strict=True))
+    outside = set()
+    for obj, chosen in tracers.items():
+        span = [times[s] for s in table[obj]]
+        if min(span) <= times[obj] <= max(span):
+            assert chosen == []
+            continue
+        outside.add(os.path.basename(obj))
+        expected = [o for o in objects["filename"] if o != obj and min(span) < times[o] < max(span)]
+        assert chosen == sorted(expected, key=lambda o: times[o]) and len(chosen) >= 2
+        assert all(truth_roles[os.path.basename(o)] == "science_object" for o in chosen)
+    assert outside == {"S20170505S0095.fits", "S20170505S0096.fits", "S20170505S0110.fits"}
+
+
+def test_drift_tracers_keep_the_configuration():
+    rows = _rows([(0, 0), (60, 0), (0, 0), (60, 0), (0, 0), (60, 0)])
+    rows[2]["filter_name"] = "H"  # inside the span, but another filter
+    objects, skies = [rows[i] for i in (0, 2, 4)], [rows[i] for i in (1, 3, 5)]
+    table = {"/raw/f00.fits": ["/raw/f01.fits", "/raw/f03.fits", "/raw/f05.fits"]}
+    assert drift_tracers(objects, skies, table) == {"/raw/f00.fits": ["/raw/f04.fits"]}
+    rows[2]["filter_name"] = "Kshort"
+    assert drift_tracers(objects, skies, table) == {"/raw/f00.fits": ["/raw/f02.fits", "/raw/f04.fits"]}
+    with pytest.raises(
+        GemredInputError, match=r"/raw/f00.fits: associated sky frame\(s\) \['/raw/f09.fits'\]"
+    ):
+        drift_tracers(objects, skies, {"/raw/f00.fits": ["/raw/f09.fits"]})
 
 
 def test_time_limit_and_caps(science):

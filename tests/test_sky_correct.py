@@ -21,7 +21,14 @@ from scipy import ndimage
 from gemred import dq
 from gemred.frame import Extension, Frame
 from gemred.io import GemredInputError, read_frame, write_frame
-from gemred.primitives.sky import SKY_DEFAULTS, _dilate, make_sky, sky_object_masks, subtract_sky
+from gemred.primitives.sky import (
+    SKY_DEFAULTS,
+    _dilate,
+    background_levels,
+    make_sky,
+    sky_object_masks,
+    subtract_sky,
+)
 from gemred.recipes.gsaoi_calibrations import calibrate_gsaoi, make_lamp_flat
 from gemred.recipes.gsaoi_sky import read_sky_mask, sky_frame, sky_mask, write_sky_mask
 from gemred.simulation import gsaoi as sim
@@ -170,6 +177,68 @@ def test_make_sky_follows_the_level_to_the_object_time(times, levels, at_zero):
     assert "SKYDRIFT" not in make_sky(frames, mask_objects=False)[0].header
     with pytest.raises(GemredInputError, match=f"{len(times) + 1} times given for {len(frames)} sky frames"):
         make_sky(frames, times=[*times, 0.0])
+
+
+def test_make_sky_carries_the_drift_outside_the_span_with_tracers():
+    """A sky level that is no parabola, 100 + 1e-6 t^3: extrapolated from the skies at 60, 120
+    and 180 s to the object frame at 0 the parabola is 1.296 off; an object frame at 120 s,
+    whose level is 1.728 above the object frame's (the same diffuse light in both), gives it."""
+    times = [60.0, 120.0, 180.0, 240.0]
+    frames = [_frame([100.0 + 1e-6 * t**3, 50.0 + 1e-6 * t**3], f"f{i}") for i, t in enumerate(times)]
+    options = {"mask_objects": False, "reject": "none", "operation": "mean", "times": times}
+    extrapolated = make_sky(frames, **options)
+    np.testing.assert_allclose(extrapolated[0].sci, 101.296, atol=1e-3)
+    inside, beyond = (120.0, [1.728, 1.728]), (300.0, [27.0, 27.0])
+    traced = make_sky(frames, tracers=[inside, beyond], **options)
+    np.testing.assert_allclose(traced[0].sci, 100.0, atol=1e-3)
+    np.testing.assert_allclose(traced[1].sci, 50.0, atol=1e-3)
+    assert traced[0].header["SKYDRIFT"] == pytest.approx(-0.216, abs=1e-3)
+    # A tracer outside the span is not used; nor are tracers when the frame is inside the span.
+    np.testing.assert_allclose(make_sky(frames, tracers=[beyond], **options)[0].sci, 101.296, atol=1e-3)
+    between = {**options, "times": [t - 150.0 for t in times]}
+    np.testing.assert_allclose(
+        make_sky(frames, tracers=[(-30.0, [5.0, 5.0])], **between)[0].sci,
+        make_sky(frames, **between)[0].sci,
+    )
+
+
+def test_background_levels_skip_flagged_pixels():
+    frame = _frame([10.0, 20.0], "f")
+    frame[0].sci[:5] = 1e4
+    frame[0].dq[:5] = dq.BAD_PIXEL
+    frame[1].sci[:] = np.nan
+    levels = background_levels(frame)
+    assert levels[0] == 10.0 and np.isnan(levels[1])
+
+
+def test_sky_frame_follows_the_drift_with_tracer_files(tmp_path):
+    """Skies at 2, 4 and 6 minutes after the object frame at levels 90, 100, 130 put the
+    parabola at 100 at 0; a target frame at 4 minutes 5 above the object frame says 95."""
+
+    def write(root, start, level):
+        frame = _frame([level], root)
+        frame.phu.update({"DATE-OBS": "2017-05-05", "UT": start, "EXPTIME": 60.0})
+        write_frame(frame, tmp_path / f"{root}.fits")
+        return tmp_path / f"{root}.fits"
+
+    obj = write("S20170505S0001", "03:00:00", 200.0)
+    skies = [
+        write(f"S20170505S000{i + 2}", f"03:0{2 * i + 2}:00", v) for i, v in enumerate([90.0, 100.0, 130.0])
+    ]
+    tracer = write("S20170505S0009", "03:04:00", 205.0)
+    options = {"mask_objects": False, "reject": "none", "operation": "mean"}
+    np.testing.assert_allclose(sky_frame(skies, options=options, object_path=obj)[0].sci, 100.0, atol=1e-3)
+    traced = sky_frame(skies, options=options, object_path=obj, tracer_paths=[tracer])
+    np.testing.assert_allclose(traced[0].sci, 95.0, atol=1e-3)
+    dragons = sky_frame(
+        skies, options={**options, "follow_drift": False}, object_path=obj, tracer_paths=[tracer]
+    )
+    np.testing.assert_allclose(dragons[0].sci, 90.0, atol=1e-3)
+    other = _frame([205.0, 205.0], "S20170505S0010")
+    other.phu.update({"DATE-OBS": "2017-05-05", "UT": "03:04:00", "EXPTIME": 60.0})
+    write_frame(other, tmp_path / "S20170505S0010.fits")
+    with pytest.raises(GemredInputError, match="S20170505S0010.fits: 2 extensions where the object frame"):
+        sky_frame(skies, options=options, object_path=obj, tracer_paths=[tmp_path / "S20170505S0010.fits"])
 
 
 def test_sky_frame_follows_the_drift_to_the_object_frame_time(tmp_path):

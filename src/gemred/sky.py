@@ -44,6 +44,7 @@ __all__ = [
     "linked_groups",
     "separate_sky",
     "associate_sky",
+    "drift_tracers",
 ]
 
 #: Descriptors that must be equal between an object frame and its skies.
@@ -308,6 +309,60 @@ def associate_sky(
     return result
 
 
+def drift_tracers(
+    objects: Frames, skies: Frames, association: Mapping[str, Sequence[str]]
+) -> dict[str, list[str]]:
+    """Object frames that carry the sky's drift to an object frame taken outside its skies' span.
+
+    An object frame exposed before the first or after the last of its associated skies gets
+    the other object frames of its configuration (:data:`CONFIG_KEYS`) whose mid-exposure
+    lies strictly between its first and last sky's: the sky level read at their times, with
+    their own levels, tells the level at its time better than an extrapolation
+    (:func:`gemred.primitives.sky.make_sky`, ``tracers``). Other frames get none.
+
+    Parameters
+    ----------
+    objects, skies : pandas.DataFrame or sequence of mappings
+        Frame descriptors (``filename``, ``ut_datetime``, ``exposure_time`` and the
+        :data:`CONFIG_KEYS`), as given to :func:`associate_sky`.
+    association : mapping of str to sequence of str
+        Each object file name's sky file names (:func:`associate_sky`).
+
+    Returns
+    -------
+    dict of str to list of str
+        For each object file name of ``association``, its tracer file names in time order.
+
+    Raises
+    ------
+    gemred.io.GemredInputError
+        If a frame lacks a ``ut_datetime``, or an associated name is not among ``skies``.
+    """
+    obj = _as_table(objects)
+    sky = _as_table(skies)
+    obj_names = [str(name) for name in obj["filename"]]
+    obj_time = dict(zip(obj_names, _mid_times(obj), strict=True))
+    obj_config = {name: _config(obj, i) for i, name in enumerate(obj_names)}
+    sky_time = dict(zip((str(name) for name in sky["filename"]), _mid_times(sky), strict=True))
+    result: dict[str, list[str]] = {}
+    for name, sky_names in association.items():
+        missing = [s for s in sky_names if s not in sky_time]
+        if missing:
+            msg = f"{name}: associated sky frame(s) {missing} not among the sky frames given"
+            raise GemredInputError(msg)
+        span = [sky_time[s] for s in sky_names]
+        first, last, when = min(span), max(span), obj_time[name]
+        inside = []
+        if span and not first <= when <= last:
+            inside = [
+                other
+                for other in obj_names
+                if other != name and obj_config[other] == obj_config[name] and first < obj_time[other] < last
+            ]
+        result[name] = sorted(inside, key=lambda other: (obj_time[other], other))
+    return result
+
+
 def _automatic(table: pd.DataFrame, frac_fov: float, fov: float) -> tuple[np.ndarray, np.ndarray]:
     """Automatic object / sky flags (rules 1-3 of :func:`separate_sky`)."""
     n = len(table)
@@ -409,6 +464,14 @@ def _config(table: pd.DataFrame, i: int) -> tuple:
             value = str(value)
         values.append(value)
     return tuple(values)
+
+
+def _mid_times(table: pd.DataFrame) -> list[dt.datetime]:
+    """Middle of every row's exposure: ``ut_datetime`` plus half ``exposure_time`` (0 if unknown)."""
+    exptime = np.nan_to_num(_column(table, "exposure_time", len(table)))
+    return [
+        start + dt.timedelta(seconds=float(t) / 2) for start, t in zip(_times(table), exptime, strict=True)
+    ]
 
 
 def _times(table: pd.DataFrame) -> list[dt.datetime]:

@@ -16,7 +16,7 @@ from gemred.caldb import CalibrationDB
 from gemred.io import GemredInputError
 from gemred.instruments.gmos import needs_fringe_correction
 from gemred.provenance import software_version
-from gemred.sky import associate_sky, separate_sky
+from gemred.sky import associate_sky, drift_tracers, separate_sky
 from gemred.table import read_table
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -359,11 +359,12 @@ def gsaoi_calibrate_inputs(wildcards):
     }
 
 
-def gsaoi_sky_table(group, *, of_skies=False):
+def gsaoi_sky_table(group, *, of_skies=False, tracers=False):
     """Object frames of a GSAOI group and the sky frames each one gets (``separateSky``, ``associateSky``).
 
     With ``of_skies``, the sky frames instead, each with the other skies associated with it
-    (the first-pass sky against which its sources are found, rule gsaoi_sky_mask).
+    (the first-pass sky against which its sources are found, rule gsaoi_sky_mask). With
+    ``tracers``, each object frame's drift tracers instead (:func:`gemred.sky.drift_tracers`).
     """
     rows = members(group, ["science", "standard"])
     options = config["separateSky"]
@@ -377,6 +378,8 @@ def gsaoi_sky_table(group, *, of_skies=False):
         table = associate_sky(
             skies if of_skies else objects, skies, **config["associateSky"]
         )
+        if tracers:
+            table = drift_tracers(objects, skies, table)
     except GemredInputError as exc:
         raise WorkflowError(f"{config['datasets']}, group {group}: {exc}") from None
     return {
@@ -385,13 +388,19 @@ def gsaoi_sky_table(group, *, of_skies=False):
 
 
 def gsaoi_sky_inputs(wildcards):
+    """Skies of one object frame, their masks and, when the sky follows the drift, the object
+    frames that carry it beyond the skies' time span."""
     row = gsaoi_row(wildcards.gsaoi_frame)
     skies = gsaoi_sky_table(row["group"])[wildcards.gsaoi_frame]
     masked = config["skyCorrect"]["mask_objects"]
+    tracers = []
+    if config["skyCorrect"]["follow_drift"]:
+        tracers = gsaoi_sky_table(row["group"], tracers=True)[wildcards.gsaoi_frame]
     return {
         "frame": f"{OUTDIR}/frames/{wildcards.gsaoi_frame}_flatCorrected.fits",
         "frames": [f"{OUTDIR}/frames/{root}_flatCorrected.fits" for root in skies],
         "masks": [f"{OUTDIR}/frames/{root}_skyMask.fits" for root in skies if masked],
+        "tracers": [f"{OUTDIR}/frames/{root}_flatCorrected.fits" for root in tracers],
     }
 
 

@@ -34,6 +34,7 @@ import logging
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+from astropy.stats import sigma_clipped_stats
 from scipy import ndimage
 
 from gemred.detection import object_mask
@@ -47,6 +48,7 @@ __all__ = [
     "SKY_DETECT_DEFAULTS",
     "sky_object_masks",
     "sky_object_mask",
+    "background_levels",
     "make_sky",
     "subtract_sky",
 ]
@@ -296,6 +298,7 @@ def make_sky(
     detect: Mapping | None = None,
     masks: Masks | None = None,
     times: Sequence[float] | None = None,
+    tracers: Sequence[tuple[float, Sequence[float]]] = (),
     memory_mb: float = 512.0,
 ) -> Frame:
     """Combine sky frames into one sky, sources masked (DRAGONS ``stackSkyFrames``, GSAOI).
@@ -303,7 +306,8 @@ def make_sky(
     Every extension of every frame is offset to the level of the first frame's
     (:func:`gemred.stacking.level_offsets` with ``zero=True``, on the pixels that are neither
     sources nor flagged bad) or, with ``times``, to the level the frames' levels reach at
-    time 0 (the parabola through the three nearest in time); then the frames are combined
+    time 0 (the parabola through the three nearest in time or, outside the skies' time span,
+    the drift that ``tracers`` carry); then the frames are combined
     pixel by pixel with :func:`gemred.stacking.stack_arrays`: source pixels and bad pixels are
     used only where every frame has one there, and the survivors are rejected and combined as
     asked. VAR follows the combination (``pi/2`` times the mean VAR over the count for a
@@ -334,6 +338,11 @@ def make_sky(
         Mid-exposure time of each frame, in seconds from the object frame's: the sky is
         brought to the level its frames' levels reach at time 0. None: the first frame's
         level.
+    tracers : sequence of (float, sequence of float)
+        Other object frames of the sequence, to carry the drift when time 0 lies outside the
+        skies' time span (used only with ``times``): each as its mid-exposure time from the
+        object frame's and, per extension, its :func:`background_levels` minus the object
+        frame's.
     memory_mb : float
         Memory for the band work arrays.
 
@@ -373,23 +382,25 @@ def make_sky(
     reject, nlow, nhigh = _rejection(n_img, reject, nlow, nhigh)
     stack_kwargs = {"operation": operation, "reject_method": reject, "nlow": nlow, "nhigh": nhigh}
     has_var = all(ext.var is not None for frame in frames for ext in frame)
-    out_exts = []
     all_offsets = []
+    for k, template in enumerate(frames[0]):
+        ext_masks = [None] * n_img if masks is None else [m[k] for m in masks]
+        rows = _level_rows(*template.shape)
+        samples = (
+            (f[k].sci[rows], _work_dq(f[k], m, rows) & np.uint16(_OBJECT | _LEVEL_BAD))
+            for f, m in zip(frames, ext_masks, strict=True)
+        )
+        all_offsets.append(level_offsets(samples, zero=True)[1])
+    drifts = None if times is None else _level_changes_to_zero(times, all_offsets, tracers)
+    out_exts = []
     for k, template in enumerate(frames[0]):
         ny, nx = template.shape
         ext_masks = [None] * n_img if masks is None else [m[k] for m in masks]
-        rows = _level_rows(ny, nx)
-        samples = [
-            (f[k].sci[rows], _work_dq(f[k], m, rows) & np.uint16(_OBJECT | _LEVEL_BAD))
-            for f, m in zip(frames, ext_masks, strict=True)
-        ]
-        _, offsets = level_offsets(samples, zero=True)
         header = template.header.copy()
-        if times is not None:
-            drift = _level_change_to_zero(times, offsets)
-            offsets = offsets + drift
-            header["SKYDRIFT"] = (round(drift, 3), "Sky level change to the object's time (e-)")
-        all_offsets.append(offsets)
+        offsets = all_offsets[k]
+        if drifts is not None:
+            offsets = offsets + drifts[k]
+            header["SKYDRIFT"] = (round(drifts[k], 3), "Sky level change to the object's time (e-)")
         sci_out = np.empty((ny, nx), np.float32)
         var_out = np.empty((ny, nx), np.float32) if has_var else None
         dq_out = np.empty((ny, nx), np.uint16)
@@ -408,32 +419,86 @@ def make_sky(
     phu = frames[0].phu.copy()
     phu["NCOMBINE"] = (n_img, "Number of sky frames combined")
     phu["SKYMASK"] = (masks is not None, "Sources masked in the sky frames")
-    for i, offset in enumerate(all_offsets[0], start=1):
+    for i, offset in enumerate(all_offsets[0] + (0.0 if drifts is None else drifts[0]), start=1):
         phu[f"SKYOFF{i}"] = (round(float(offset), 3), f"Offset added to sky frame {i}, extension 1")
     sky = Frame(phu, out_exts, frames[0].root)
     sky.stamp("SKYSTACK", "UT time stamp for make_sky (stackSkyFrames)")
     return sky
 
 
-def _level_change_to_zero(times: Sequence[float], offsets: np.ndarray) -> float:
-    """Level at time 0 minus the first frame's, from the frames' levels against time.
-
-    Frame ``i`` is ``-offsets[i]`` above the first frame (:func:`level_offsets`). The curve
-    through the three frames nearest in time (a line through two, when only two are given or
-    the third shares a time) is read at 0. On the simulated sky (3 % over a 40-minute period,
-    skies 3.5 minutes apart) a parabola is within 1.5 e of the truth between skies, where a
-    line is 5 e off, and within 17 e extrapolating 3 minutes before the first sky, where a
-    line is up to 33 e off. Frames all taken at one time give no change.
-    """
-    t = np.asarray(times, np.float64)
-    level = -np.asarray(offsets, np.float64)
-    nearest = np.argsort(np.abs(t), kind="stable")[:3]
+def _curve_at(t: np.ndarray, level: np.ndarray, when: float) -> float:
+    """The curve through the three frames nearest ``when`` (a line through two, when only two
+    are given or the third shares a time), read at ``when``; the nearest frame's level if
+    they share one time."""
+    nearest = np.argsort(np.abs(t - when), kind="stable")[:3]
     if np.unique(t[nearest]).size < nearest.size:
         nearest = nearest[:2]
     if nearest.size < 2 or t[nearest[0]] == t[nearest[1]]:
-        return 0.0
-    coeffs = np.polyfit(t[nearest], level[nearest], nearest.size - 1)
-    return float(np.polyval(coeffs, 0.0) - level[0])
+        return float(level[nearest[0]])
+    coeffs = np.polyfit(t[nearest] - when, level[nearest], nearest.size - 1)
+    return float(coeffs[-1])
+
+
+def _level_changes_to_zero(
+    times: Sequence[float],
+    offsets: Sequence[np.ndarray],
+    tracers: Sequence[tuple[float, Sequence[float]]] = (),
+) -> list[float]:
+    """Per extension, the level at time 0 minus the first frame's, from the frames' levels.
+
+    In extension ``k`` frame ``i`` is ``-offsets[k][i]`` above the first frame
+    (:func:`level_offsets`). The curve through the three frames nearest in time is read at 0:
+    on the simulated sky (3 % over a 40-minute period, skies 3.5 minutes apart) a parabola is
+    within 1.5 e of the truth between skies, where a line is 5 e off, but extrapolated
+    3 minutes before the first sky it is up to 17 e off. So when time 0 lies outside the skies'
+    span and ``tracers`` are given, as ``(time, per-extension level minus the object frame's)``
+    of other object frames, those inside the span carry the drift: the curve read at a
+    tracer's time minus the tracer's level above the object frame gives the level at 0, the
+    light of the field itself cancelling between object frames. The sky's drift is the same
+    on every array, so the median over tracers and extensions is used for all. Frames all
+    taken at one time give no change.
+    """
+    t = np.asarray(times, np.float64)
+    levels = [-np.asarray(o, np.float64) for o in offsets]
+    inside = [(when, above) for when, above in tracers if t.min() < when < t.max()]
+    if inside and not t.min() <= 0.0 <= t.max():
+        estimates = [
+            _curve_at(t, level, when) - float(above[k]) - level[0]
+            for when, above in inside
+            for k, level in enumerate(levels)
+        ]
+        return [float(np.median(estimates))] * len(levels)
+    return [_curve_at(t, level, 0.0) - float(level[0]) for level in levels]
+
+
+def background_levels(frame: Frame) -> np.ndarray:
+    """Background level of each extension of a frame, sources included.
+
+    The 3-sigma clipped median (:func:`astropy.stats.sigma_clipped_stats`) of the finite
+    pixels with no bad DQ bit on evenly spaced rows (about a million pixels per extension).
+    On frames of one field the sources' share is nearly the same in each, so differences of
+    these levels follow the sky (on the full-size simulated crowded field they scatter by
+    0.1 to 0.2 e between dithers; the clipping halves the scatter of a plain median).
+
+    Parameters
+    ----------
+    frame : Frame
+        A flat-fielded frame.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64, one level per extension (NaN where no pixel is good).
+    """
+    levels = []
+    for ext in frame:
+        rows = _level_rows(*ext.shape)
+        sci = ext.sci[rows]
+        good = np.isfinite(sci) if ext.dq is None else np.isfinite(sci) & ((ext.dq[rows] & _LEVEL_BAD) == 0)
+        levels.append(
+            float(sigma_clipped_stats(sci[good], sigma=3.0, maxiters=10)[1]) if good.any() else np.nan
+        )
+    return np.array(levels)
 
 
 def _sky_level(diff: np.ndarray, good: np.ndarray) -> float:

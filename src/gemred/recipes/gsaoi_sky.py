@@ -20,7 +20,7 @@ from astropy.io import fits
 from gemred.descriptors import descriptors
 from gemred.frame import Frame
 from gemred.io import GemredInputError, read_frame
-from gemred.primitives.sky import SKY_DEFAULTS, make_sky, sky_object_mask, subtract_sky
+from gemred.primitives.sky import SKY_DEFAULTS, background_levels, make_sky, sky_object_mask, subtract_sky
 
 __all__ = ["read_sky_mask", "sky_frame", "sky_mask", "sky_subtracted", "write_sky_mask"]
 
@@ -134,6 +134,7 @@ def sky_frame(
     mask_paths: Sequence[PathLike] | None = None,
     options: Mapping | None = None,
     object_path: PathLike | None = None,
+    tracer_paths: Sequence[PathLike] = (),
 ) -> Frame:
     """The sky of one object frame from its associated sky exposures (DRAGONS ``stackSkyFrames``).
 
@@ -150,6 +151,11 @@ def sky_frame(
         The object frame this sky is for: with ``follow_drift``, the sky is brought to the level
         its frames' levels reach at the middle of this frame's exposure (interpolated through
         the skies nearest in time). None: the first sky frame's level.
+    tracer_paths : sequence of path-like
+        Other flat-corrected object frames of the sequence (:func:`gemred.sky.drift_tracers`):
+        with ``follow_drift``, when the object frame was taken before the first or after the
+        last of its skies, their background levels against the object frame's carry the drift
+        there instead of an extrapolation.
 
     Returns
     -------
@@ -173,12 +179,26 @@ def sky_frame(
             msg = f"{sky_paths[0]}: {len(mask_paths)} mask files given for {len(sky_paths)} sky frames"
             raise GemredInputError(msg)
         masks = [read_sky_mask(path) for path in mask_paths]
-    times = None
+    times, tracers = None, []
     if object_path is not None and settings["follow_drift"]:
         when = _mid_exposure(object_path)
         times = [(_mid_exposure(path) - when).total_seconds() for path in sky_paths]
+        if tracer_paths:
+            own = background_levels(read_frame(object_path))
+            for path in tracer_paths:
+                levels = background_levels(read_frame(path))
+                if levels.shape != own.shape:
+                    msg = (
+                        f"{path}: {levels.size} extensions where the object frame {object_path} has "
+                        f"{own.size}; drift tracers must be frames of the same configuration"
+                    )
+                    raise GemredInputError(msg)
+                above = levels - own
+                tracers.append(((_mid_exposure(path) - when).total_seconds(), above))
     frames = [read_frame(path) for path in sky_paths]
-    return make_sky(frames, masks=masks, times=times, memory_mb=_BAND_MEMORY_MB, **make_options)
+    return make_sky(
+        frames, masks=masks, times=times, tracers=tracers, memory_mb=_BAND_MEMORY_MB, **make_options
+    )
 
 
 def sky_subtracted(frame: Frame, sky: Frame, *, options: Mapping | None = None) -> Frame:
