@@ -116,6 +116,47 @@ def test_alignment_removes_pointing_errors_and_bad_wcs(truth):
         align_geometries(geoms, [_truth_catalogs(pixels, n) for n in names])
 
 
+def _decoys(ref_geom, ref_cat, geom, count, north_arcsec):
+    """Per extension of ``geom``, ``count`` sources where reference sources moved ``north_arcsec``
+    north fall on it: a false match that lies that far from the true pointing."""
+    from astropy.table import Table
+
+    ra, dec = [], []
+    for ext, cat in enumerate(ref_cat):
+        r, d = pixel_to_sky(ref_geom, ext, cat["X_IMAGE"] - 1.0, cat["Y_IMAGE"] - 1.0)
+        ra.append(r)
+        dec.append(d)
+    ra, dec = np.concatenate(ra), np.concatenate(dec) + north_arcsec / 3600.0
+    out = []
+    for ext in range(4):
+        x, y = sky_to_pixel(geom, ext, ra, dec)
+        on = np.flatnonzero((x > 5) & (x < 250) & (y > 5) & (y < 250))[: count - sum(len(c) for c in out)]
+        out.append(Table({"X_IMAGE": x[on] + 1.0, "Y_IMAGE": y[on] + 1.0}))
+    return out
+
+
+def test_alignment_trusts_the_offsets_over_a_few_distant_matches(truth):
+    """Four sources that match the reference 2.5" away from where the telescope offsets put
+    the frame (as fragments of a bright star's halo can in a sparse standard field) do not
+    overrule the offsets; ten or more do."""
+    raw, _, pixels, _ = truth
+    names = ["S20170505S0095", "S20170505S0096"]
+    loaded = [read_frame(raw / f"{name}.fits") for name in names]
+    geoms = [frame_geometry(f) for f in loaded]
+    offsets = [(float(f.phu["POFFSET"]), float(f.phu["QOFFSET"])) for f in loaded]
+    reference = _truth_catalogs(pixels, names[0])
+    few = _decoys(geoms[0], reference, geoms[1], 4, 2.5)
+    assert sum(len(c) for c in few) == 4
+    aligned = align_geometries(geoms, [reference, few], offsets=offsets)
+    assert aligned[1].method == "offsets"
+    many = _decoys(geoms[0], reference, geoms[1], 12, 2.5)
+    assert sum(len(c) for c in many) >= 10
+    aligned = align_geometries(geoms, [reference, many], offsets=offsets)
+    assert aligned[1].method == "sources" and aligned[1].nmatched >= 10
+    # Without offsets nothing can overrule the four.
+    assert align_geometries(geoms, [reference, few])[1].nmatched == 4
+
+
 def _star_frame(geom, root, flux, positions):
     """A 4-array frame with Gaussian stars at the given 0-based pixel positions (per extension)."""
     exts = []

@@ -522,7 +522,7 @@ def _starlight(ext, stars, pixels: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="measured -0.059 to -0.072 sigma here (the issue: 0.05), +0.001 sigma at full size. The small "
+    reason="measured -0.060 to -0.073 sigma here (the issue: 0.05), +0.001 sigma at full size. The small "
     "preset's offset-sky field is denser than the full one, and the faint stars no mask finds there stay "
     "in the sky made from it: its median is 2 to 7 e above the true sky (full size: within 1.4 e), which "
     "no choice of sky level can undo with these sky frames. The drift of the sky is followed to each "

@@ -70,6 +70,17 @@ _ROW_BAND = 512
 _TILE_MARGIN = 4
 #: A match is trusted only with this many times the matches expected by chance.
 _CHANCE_FACTOR = 5.0
+#: Arcsec: a match putting a frame farther than this from where its telescope offsets put it
+#: needs :data:`_STRAY_MIN_SOURCES` sources; with fewer, a match searched within this distance
+#: of the offsets' position is used, or the offsets alone. Where sources are few, or cluster
+#: about a bright star, pairs of unrelated sources can outvote the few true ones at a shift
+#: of arcseconds, while a guided sequence's offsets are good to a few tenths of an arcsecond.
+_OFFSETS_RADIUS = 1.0
+_STRAY_MIN_SOURCES = 10
+#: Largest departures of a fitted refinement from the identity that are believed: the
+#: distortion model fixes the plate scale and the rotator the angle far better than this.
+_MAX_SCALE_CHANGE = 0.01
+_MAX_ROTATION_DEG = 1.0
 #: Footprints closer than this (output pixels) share a tile.
 _TILE_JOIN = 256
 
@@ -338,7 +349,58 @@ def _match(
     if keep.sum() < _CHANCE_FACTOR * chance:
         log.info("%s: %d matches, %.1f expected by chance: not trusted", geom.root, keep.sum(), chance)
         return np.eye(2), np.zeros(2), 0
+    scale = float(np.sqrt(abs(np.linalg.det(matrix))))
+    angle = float(np.degrees(np.arctan2(matrix[1, 0] - matrix[0, 1], matrix[0, 0] + matrix[1, 1])))
+    if abs(scale - 1.0) > _MAX_SCALE_CHANGE or abs(angle) > _MAX_ROTATION_DEG:
+        log.info(
+            "%s: %d matches give scale %.4f and rotation %.2f deg: not trusted",
+            geom.root,
+            keep.sum(),
+            scale,
+            angle,
+        )
+        return np.eye(2), np.zeros(2), 0
     return matrix, shift, int(keep.sum())
+
+
+def _centre_sky(geom: FrameGeometry) -> tuple[float, float]:
+    """RA, Dec where the (refined) geometry puts the centre of the frame's first array."""
+    ny, nx = geom.shapes[0]
+    ra, dec = pixel_to_sky(geom, 0, np.array([(nx - 1) / 2]), np.array([(ny - 1) / 2]))
+    return float(ra[0]), float(dec[0])
+
+
+def _nearer_offsets(
+    geom: FrameGeometry,
+    found: tuple[np.ndarray, np.ndarray, int],
+    catalogs: Sequence[Table | None],
+    ref_sky: tuple[np.ndarray, np.ndarray],
+    pointing: tuple[float, float],
+    *,
+    options: Mapping,
+) -> tuple[FrameGeometry, np.ndarray, np.ndarray, int]:
+    """The match ``found`` unless it strays from the telescope offsets' ``pointing`` on too few
+    sources (see :data:`_OFFSETS_RADIUS`); then a match searched near them (0 sources if none)."""
+    matrix, shift, n = found
+    placed = _centre_sky(replace(geom, matrix=matrix, shift=shift))
+    expected = _centre_sky(replace(geom, pointing=pointing))
+    stray = float(np.hypot(*to_tangent(np.array([placed[0]]), np.array([placed[1]]), expected)).item())
+    if stray <= _OFFSETS_RADIUS or n >= _STRAY_MIN_SOURCES:
+        return geom, matrix, shift, n
+    near_geom = replace(geom, pointing=pointing)
+    near_options = {**options, "first_pass": min(float(options["first_pass"]), _OFFSETS_RADIUS)}
+    near_matrix, near_shift, near_n = _match(near_geom, catalogs, ref_sky, **near_options)
+    log.warning(
+        '%s: %d sources match %.1f" from where the telescope offsets put the frame (%d needed that far); '
+        '%d match within %.1f" of it',
+        geom.root,
+        n,
+        stray,
+        _STRAY_MIN_SOURCES,
+        near_n,
+        _OFFSETS_RADIUS,
+    )
+    return near_geom, near_matrix, near_shift, near_n
 
 
 def align_geometries(
@@ -360,7 +422,10 @@ def align_geometries(
     five times as many as a random shift would match in a field this crowded. Otherwise the
     frame's pointing is replaced by the reference's moved by the difference of their
     telescope offsets (``offsets``) and matching is tried again from there; failing that,
-    the offsets alone place the frame.
+    the offsets alone place the frame. A fit whose scale departs from 1 by more than
+    1 % or whose rotation exceeds 1 degree is not a match. A match that puts the frame more
+    than 1" from where the offsets do needs 10 sources; with fewer, a match searched within
+    1" of the offsets' position is used instead, or failing that the offsets alone.
 
     Parameters
     ----------
@@ -403,12 +468,21 @@ def align_geometries(
         geom = geometries[index]
         matrix, shift, n = _match(geom, catalogs[index], ref_sky, **options)
         method = "sources"
-        if n < min_sources and offsets is not None:
-            geom = replace(geom, pointing=_offset_pointing(geom, ref, offsets[index], offsets[0]))
-            matrix, shift, n = _match(geom, catalogs[index], ref_sky, **options)
+        if offsets is not None:
+            pointing = _offset_pointing(geom, ref, offsets[index], offsets[0])
             if n < min_sources:
+                geom = replace(geom, pointing=pointing)
+                matrix, shift, n = _match(geom, catalogs[index], ref_sky, **options)
+                log.warning("%s: matching again from the telescope offsets' pointing", geom.root)
+            if n >= min_sources:
+                found = (matrix, shift, n)
+                geom, matrix, shift, n = _nearer_offsets(
+                    geom, found, catalogs[index], ref_sky, pointing, options=options
+                )
+            if n < min_sources:
+                geom = replace(geom, pointing=pointing)
                 matrix, shift, method = np.eye(2), np.zeros(2), "offsets"
-            log.warning("%s: pointing taken from the telescope offsets (%s)", geom.root, method)
+                log.warning("%s: pointing taken from the telescope offsets alone", geom.root)
         elif n < min_sources:
             msg = (
                 f'{geom.root}: only {n} sources match the reference {ref.root} within {first_pass}" '

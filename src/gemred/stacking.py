@@ -176,7 +176,10 @@ def stack_arrays(
 
     Output VAR is the mean of the survivors' VAR divided by their number (``mean``), times
     pi/2 for ``median`` and ``lmedian`` (Laplace's factor for the median, as DRAGONS), and
-    ``1 / sum(1 / VAR)`` for ``wtmean``; ``None`` without ``var``. Output DQ is the OR of the
+    ``1 / sum(1 / VAR)`` for ``wtmean``; ``None`` without ``var``. A median after ``minmax``
+    that dropped as many inputs low as high is the median of all the good inputs, and its VAR
+    is taken over all of them (DRAGONS takes it over the survivors, which overstates it: by
+    ``N / (N - 2)`` for seven inputs and ``nlow = nhigh = 1``, by 3.5 for three). Output DQ is the OR of the
     DQ of the survivors (zero everywhere without ``dq``).
 
     Parameters
@@ -299,8 +302,9 @@ def _combine_block(
         _exclude_by_dq(x, dq)
 
     ordered = None  # survivors sorted along axis 0: (array, first index, count)
+    median_of = None  # inputs whose median the survivors' median is, where that is all of them
     if opts.reject_method == "minmax":
-        x, var, dq, ordered = _minmax(x, var, dq, opts.nlow, opts.nhigh)
+        x, var, dq, ordered, median_of = _minmax(x, var, dq, opts.nlow, opts.nhigh)
     elif opts.reject_method in ("sigclip", "varclip"):
         clip_var = var if opts.reject_method == "varclip" else None
         ordered = _iterclip(x, clip_var, opts)
@@ -322,8 +326,11 @@ def _combine_block(
             out = bn.nanmean(x, axis=0)
         out_var = None
         if var is not None:
-            count = np.count_nonzero(keep, axis=0).astype(np.float32)
-            out_var = bn.nansum(np.where(keep, var, np.float32(0)), axis=0) / np.square(count)
+            # Dropping as many inputs low as high leaves the median that of all the good
+            # inputs: its variance is theirs, not that of the fewer survivors.
+            used = median_of if median_of is not None and op in ("median", "lmedian") else keep
+            count = np.count_nonzero(used, axis=0).astype(np.float32)
+            out_var = bn.nansum(np.where(used, var, np.float32(0)), axis=0) / np.square(count)
             if op in ("median", "lmedian"):
                 out_var *= np.float32(0.5 * np.pi)
     if dq is None:
@@ -407,8 +414,13 @@ def _take(ordered: np.ndarray, index: np.ndarray) -> np.ndarray:
 
 def _minmax(
     x: np.ndarray, var: np.ndarray | None, dq: np.ndarray | None, nlow: float, nhigh: float
-) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, tuple[np.ndarray, ...]]:
-    """Reject the lowest/highest inputs IRAF-style; returns the arrays sorted along axis 0."""
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, tuple[np.ndarray, ...], np.ndarray]:
+    """Reject the lowest/highest inputs IRAF-style; returns the arrays sorted along axis 0.
+
+    Also returns, per input and pixel, whether the input is one of those whose median the
+    survivors' median equals: every good input where as many were dropped low as high, the
+    survivors elsewhere.
+    """
     n_img = x.shape[0]
     order = np.argsort(x, axis=0)
     x = np.take_along_axis(x, order, axis=0)
@@ -418,8 +430,11 @@ def _minmax(
     nlo = (ngood * (nlow / n_img) + 0.001).astype(np.intp)
     nhi = (ngood * (nhigh / n_img) + 0.001).astype(np.intp)
     rank = np.arange(n_img)[:, np.newaxis]
-    x[(rank < nlo) | ((rank >= ngood - nhi) & (rank < ngood))] = np.nan
-    return x, var, dq, (x, nlo, ngood - nlo - nhi)
+    good = rank < ngood
+    rejected = (rank < nlo) | ((rank >= ngood - nhi) & good)
+    median_of = good & ((nlo == nhi) | ~rejected)
+    x[rejected] = np.nan
+    return x, var, dq, (x, nlo, ngood - nlo - nhi), median_of
 
 
 def _iterclip(x: np.ndarray, var: np.ndarray | None, opts: _Options) -> tuple[np.ndarray, ...]:
