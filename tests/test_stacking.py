@@ -448,3 +448,30 @@ def test_median_after_symmetric_minmax_var_matches_its_scatter(n_img, low, high)
         sci, np.full_like(sci, 4.0), operation="median", reject_method="minmax", nlow=1, nhigh=1
     )
     assert low < np.var(out) / np.mean(var) < high
+
+
+@pytest.mark.parametrize("n_img", [3, 6, 7])
+def test_symmetric_minmax_median_shortcut_is_exact(n_img):
+    """The median after minmax with nlow = nhigh is taken without sorting VAR and DQ; where a
+    good input is flagged the rejection is done: SCI and DQ are the rejection's bit for bit,
+    VAR to float32 rounding."""
+    from gemred.stacking import _check_options, _combine_block
+
+    rng = np.random.default_rng(n_img)
+    sci = rng.normal(100.0, 5.0, (n_img, 20_000)).astype(np.float32)
+    var = rng.uniform(20.0, 30.0, sci.shape).astype(np.float32)
+    dq = np.zeros(sci.shape, np.uint16)
+    dq[rng.random(sci.shape) < 0.02] = DQ.NON_LINEAR
+    dq[rng.random(sci.shape) < 0.05] = DQ.BAD_PIXEL
+    dq[:, :50] = DQ.BAD_PIXEL  # every input bad: the hierarchy's fallback
+    sci[0, 60:70] = np.nan
+    for op in ("median", "lmedian"):
+        opts = _check_options(
+            n_img, operation=op, reject_method="minmax", lsigma=3.0, hsigma=3.0, nlow=1, nhigh=1,
+            max_iters=None, mclip=True, apply_dq=True,
+        )  # fmt: skip
+        fast = _combine_block(sci, var, dq, opts)
+        exact = _combine_block(sci, var, dq, opts, shortcut=False)
+        np.testing.assert_array_equal(fast[0], exact[0])
+        np.testing.assert_allclose(fast[1], exact[1], rtol=1e-6)  # summed in another order
+        np.testing.assert_array_equal(fast[2], exact[2])
