@@ -126,6 +126,7 @@ def test_drift_tracers_keep_the_configuration():
     assert drift_tracers(objects, skies, table) == {"/raw/f00.fits": ["/raw/f04.fits"]}
     rows[2]["filter_name"] = "Kshort"
     assert drift_tracers(objects, skies, table) == {"/raw/f00.fits": ["/raw/f02.fits", "/raw/f04.fits"]}
+    assert drift_tracers(objects, skies, {"/raw/f00.fits": []}) == {"/raw/f00.fits": []}
     with pytest.raises(
         GemredInputError, match=r"/raw/f00.fits: associated sky frame\(s\) \['/raw/f09.fits'\]"
     ):

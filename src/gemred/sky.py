@@ -351,9 +351,9 @@ def drift_tracers(
             msg = f"{name}: associated sky frame(s) {missing} not among the sky frames given"
             raise GemredInputError(msg)
         span = [sky_time[s] for s in sky_names]
-        first, last, when = min(span), max(span), obj_time[name]
         inside = []
-        if span and not first <= when <= last:
+        if span and not min(span) <= obj_time[name] <= max(span):
+            first, last = min(span), max(span)
             inside = [
                 other
                 for other in obj_names
