@@ -3,18 +3,21 @@ provenance (software, parameters, inputs, primitives) that products written in a
 
 import hashlib
 import json
+import os
 import re
 import subprocess
 from pathlib import Path
 
 import numpy as np
+import pytest
 from astropy.io import fits
 from astropy.table import Table
 
-from gemred import __version__
+from gemred import __version__, provenance
 from gemred.frame import Extension, Frame
 from gemred.io import write_frame
 from gemred.provenance import (
+    MD5_XATTR,
     PROVENANCE_COLUMNS,
     _hash_tree,
     current_job,
@@ -23,6 +26,7 @@ from gemred.provenance import (
     software_version,
     source_commit,
     source_hash,
+    store_md5,
 )
 
 
@@ -142,3 +146,75 @@ def test_source_commit_names_the_checkout():
         assert commit == "unknown"
     else:
         assert commit.removesuffix("-dirty") == head.stdout.strip()
+
+
+# --- checksums kept with products ---------------------------------------------------------------
+
+
+def _xattrs_supported(folder: Path) -> bool:
+    probe = folder / "probe"
+    probe.write_bytes(b"x")
+    try:
+        os.setxattr(probe, "user.gemred.probe", b"1")
+    except (OSError, AttributeError):
+        return False
+    return True
+
+
+def _forget_md5s(monkeypatch):
+    """A fresh process's view: no checksum remembered in memory."""
+    monkeypatch.setattr(provenance, "_MD5_SEEN", {})
+
+
+def test_products_keep_their_checksum_and_inputs_are_read_once(tmp_path, monkeypatch):
+    if not _xattrs_supported(tmp_path):
+        pytest.skip("no user extended attributes on this file system")
+    raws = _raw_inputs(tmp_path)
+    with job("master_bias", inputs=raws, params={}):
+        bias = write_frame(_frame(1.0), tmp_path / "bias.fits")
+    truth = hashlib.md5(bias.read_bytes()).hexdigest()
+    stamp, kept = os.getxattr(bias, MD5_XATTR).decode().split()
+    assert kept == truth and stamp == f"{bias.stat().st_size}:{bias.stat().st_mtime_ns}"
+
+    # A later job takes the product's checksum from the file, and reads each raw file once
+    # however many products it writes.
+    _forget_md5s(monkeypatch)
+    reads = []
+    compute = provenance._compute_md5
+
+    def counted(path):
+        reads.append(Path(path).name)
+        return compute(path)
+
+    monkeypatch.setattr(provenance, "_compute_md5", counted)
+    with job("stack_science", inputs=[bias, *raws], params={}):
+        for name in ("one.fits", "two.fits"):
+            write_frame(_frame(2.0), tmp_path / name)
+    reads = [name for name in reads if name in {p.name for p in [bias, *raws]}]
+    assert sorted(reads) == sorted(p.name for p in raws)
+    with fits.open(tmp_path / "two.fits") as hdul:
+        prov = Table.read(hdul["PROVENANCE"])
+    assert prov[prov["filename"] == "bias.fits"][0]["md5"] == truth
+
+
+def test_a_kept_checksum_is_not_trusted_once_the_file_changes(tmp_path, monkeypatch):
+    if not _xattrs_supported(tmp_path):
+        pytest.skip("no user extended attributes on this file system")
+    path = tmp_path / "product.fits"
+    path.write_bytes(b"first content")
+    store_md5(path)
+    with open(path, "r+b") as fh:  # same size, edited in place: the attribute survives
+        fh.write(b"FIRST")
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 1_000_000))
+    _forget_md5s(monkeypatch)
+    assert file_md5(path) == hashlib.md5(b"FIRST content").hexdigest()
+
+
+def test_scratch_files_get_no_provenance_and_no_checksum(tmp_path):
+    raws = _raw_inputs(tmp_path)
+    with job("gsaoi_stack", inputs=raws, params={}):
+        path = write_frame(_frame(1.0), tmp_path / "resampled.fits", scratch=True)
+    with fits.open(path) as hdul:
+        assert "GEMRED" not in hdul[0].header and "PROVENANCE" not in hdul
+    if _xattrs_supported(tmp_path):
+        assert MD5_XATTR not in os.listxattr(path)

@@ -237,7 +237,10 @@ def open_raw(path: str | os.PathLike, *, memmap: bool = False) -> fits.HDUList:
 
 
 def write_fits_atomic(
-    hdul: fits.HDUList | Iterable[fits.hdu.base.ExtensionHDU], path: str | os.PathLike
+    hdul: fits.HDUList | Iterable[fits.hdu.base.ExtensionHDU],
+    path: str | os.PathLike,
+    *,
+    checksum: bool = False,
 ) -> Path:
     """Write an HDU list to ``path`` so that the file appears complete or not at all.
 
@@ -247,6 +250,9 @@ def write_fits_atomic(
         What to write; the first HDU must be a primary HDU.
     path : path-like
         Destination. Its folder is created if needed; an existing file is replaced.
+    checksum : bool
+        Keep the file's MD5 checksum with it (:func:`gemred.provenance.store_md5`), for the
+        provenance of the products made from it.
 
     Returns
     -------
@@ -257,6 +263,8 @@ def write_fits_atomic(
         hdul = fits.HDUList(list(hdul))
     with atomic_output(path) as tmp:
         hdul.writeto(tmp, overwrite=True, output_verify="silentfix")
+        if checksum:
+            provenance.store_md5(tmp)
     return Path(path)
 
 
@@ -374,7 +382,9 @@ def read_frame(path: str | os.PathLike) -> Frame:
     return Frame(phu, [extensions[k] for k in sorted(extensions)], root_name(path, phu), tables)
 
 
-def write_frame(frame: Frame, path: str | os.PathLike, *, bunit: str | None = None) -> Path:
+def write_frame(
+    frame: Frame, path: str | os.PathLike, *, bunit: str | None = None, scratch: bool = False
+) -> Path:
     """Write a frame as multi-extension FITS, atomically.
 
     Each extension becomes ``SCI`` (float32), ``VAR`` (float32) and ``DQ`` (uint16) HDUs sharing
@@ -391,12 +401,14 @@ def write_frame(frame: Frame, path: str | os.PathLike, *, bunit: str | None = No
         Destination file.
     bunit : str, optional
         Physical unit of SCI; by default the extension header's ``BUNIT`` or ``'adu'``.
+    scratch : bool
+        A work file of one job, not a product: no provenance recorded, no checksum kept.
     """
     phu = frame.phu.copy()
     phu.setdefault("ORIGNAME", f"{frame.root}.fits")
     for key in ("EXTEND", "NEXTEND"):
         phu.remove(key, ignore_missing=True)
-    tables = provenance.annotate(phu, frame.tables, output=os.fspath(path))
+    tables = dict(frame.tables) if scratch else provenance.annotate(phu, frame.tables, output=os.fspath(path))
     hdus: list = [fits.PrimaryHDU(header=phu)]
     for ver, ext in enumerate(frame.extensions, start=1):
         unit = bunit or str(ext.header.get("BUNIT", "adu"))
@@ -409,7 +421,7 @@ def write_frame(frame: Frame, path: str | os.PathLike, *, bunit: str | None = No
         hdu = fits.table_to_hdu(Table(table))
         hdu.name = name
         hdus.append(hdu)
-    return write_fits_atomic(fits.HDUList(hdus), path)
+    return write_fits_atomic(fits.HDUList(hdus), path, checksum=not scratch)
 
 
 def read_bpm(path: str | os.PathLike) -> Frame:

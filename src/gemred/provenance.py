@@ -41,6 +41,8 @@ __all__ = [
     "software_version",
     "source_commit",
     "file_md5",
+    "store_md5",
+    "MD5_XATTR",
     "JobRecord",
     "job",
     "current_job",
@@ -48,6 +50,11 @@ __all__ = [
     "PROVENANCE_COLUMNS",
     "PROVHISTORY_COLUMNS",
 ]
+
+#: Extended attribute in which :func:`store_md5` keeps a product's checksum.
+MD5_XATTR = "user.gemred.md5"
+#: Checksums computed or read in this process, by (path, size:mtime).
+_MD5_SEEN: dict[tuple[str, str], str] = {}
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S"
@@ -140,13 +147,52 @@ def source_commit() -> str:
     return f"{commit}-dirty" if dirty else commit
 
 
-def file_md5(path: str | os.PathLike) -> str:
-    """Hex MD5 checksum of a file (the checksum DRAGONS and the Gemini archive record)."""
+def _stamp(path: str | os.PathLike) -> str:
+    """Size and modification time of a file: what its stored checksum is valid for."""
+    stat = os.stat(path)
+    return f"{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def _compute_md5(path: str | os.PathLike) -> str:
     digest = hashlib.md5(usedforsecurity=False)
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def file_md5(path: str | os.PathLike) -> str:
+    """Hex MD5 checksum of a file (the checksum DRAGONS and the Gemini archive record).
+
+    A checksum kept with the file by :func:`store_md5` is used while the file's size and
+    modification time are those it was computed for; a checksum computed here is remembered
+    for the rest of the process. A workflow job records the checksum of every input in each
+    product it writes, so without these a product of 170 MB read by a dozen jobs would be
+    read a dozen times more just to be checksummed.
+    """
+    stamp = _stamp(path)
+    key = (os.fspath(path), stamp)
+    if key not in _MD5_SEEN:
+        try:
+            kept = os.getxattr(path, MD5_XATTR).decode("ascii").split()
+        except (OSError, AttributeError, UnicodeDecodeError):
+            kept = []
+        _MD5_SEEN[key] = kept[1] if len(kept) == 2 and kept[0] == stamp else _compute_md5(path)
+    return _MD5_SEEN[key]
+
+
+def store_md5(path: str | os.PathLike) -> None:
+    """Compute a file's MD5 checksum and keep it with the file, for :func:`file_md5`.
+
+    It is kept in the extended attribute :data:`MD5_XATTR` with the file's size and
+    modification time; where the file system has no user extended attributes nothing is
+    kept (and :func:`file_md5` reads the file).
+    """
+    stamp = _stamp(path)
+    md5 = _compute_md5(path)
+    _MD5_SEEN[(os.fspath(path), stamp)] = md5
+    with contextlib.suppress(OSError, AttributeError):
+        os.setxattr(path, MD5_XATTR, f"{stamp} {md5}".encode("ascii"))
 
 
 @dataclass

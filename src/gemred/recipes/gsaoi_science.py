@@ -209,7 +209,7 @@ def _resample(
     frame = resample_to_grid(read_frame(path), geom, grid, **options)
     frame = scale_counts_to_reference([reference, frame])[1]
     out = Path(folder) / f"{index:04d}_{frame.root}_resampled.fits"
-    write_frame(frame, out)
+    write_frame(frame, out, scratch=True)
     return out, [(variance_weight(ext), float(ext.header.get("VARCORR", 1.0))) for ext in frame]
 
 
