@@ -78,6 +78,22 @@ def _peak_rss_mb(proc) -> float:
     return proc.memory_info().rss / 2**20
 
 
+def _private_mb(proc) -> float:
+    """Anonymous (private) resident memory (MB) of a psutil process now: ``RssAnon`` on Linux.
+
+    Unlike the RSS it leaves out file pages the process maps (a memory-mapped input that the
+    file system's cache holds anyway); the peak is taken over the polls.
+    """
+    try:
+        with open(f"/proc/{proc.pid}/status") as status:
+            for line in status:
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
 def _cpu_seconds(proc) -> float:
     """User plus system CPU seconds of a psutil process so far (all its threads)."""
     times = proc.cpu_times()
@@ -92,7 +108,8 @@ def run_monitored(cmd: list[str], cwd: Path, log_path: Path) -> dict:
     dict
         ``seconds``, ``returncode``, ``peak_mb`` and ``cpu_s`` (the command's own process),
         ``tree_peak_mb`` (largest sum of RSS over the tree at one poll) and ``jobs``: one entry
-        per Snakemake job script seen, with its ``rule``, ``peak_mb``, ``cpu_s``, ``start`` and
+        per Snakemake job script seen, with its ``rule``, ``peak_mb``, ``private_mb`` (peak
+        anonymous memory over the polls, without mapped files), ``cpu_s``, ``start`` and
         ``end`` (seconds from launch).
     """
     import psutil
@@ -120,15 +137,18 @@ def run_monitored(cmd: list[str], cwd: Path, log_path: Path) -> dict:
                         names[child.pid] = match.group(1) if match else None
                     tree_rss += child.memory_info().rss / 2**20
                     peak = _peak_rss_mb(child)
+                    private = _private_mb(child)
                     cpu = _cpu_seconds(child)
                 except psutil.Error:
                     continue
                 key = names[child.pid]
                 if key is None:
                     continue
-                new = {"rule": key.split(".")[1], "peak_mb": 0.0, "cpu_s": 0.0, "start": now}
+                new = {"rule": key.split(".")[1], "start": now}
+                new.update(peak_mb=0.0, private_mb=0.0, cpu_s=0.0)
                 job = jobs.setdefault(key, new)
                 job["peak_mb"] = max(job["peak_mb"], peak)
+                job["private_mb"] = max(job["private_mb"], private)
                 job["cpu_s"] = max(job["cpu_s"], cpu)
                 job["end"] = now
             tree_peak = max(tree_peak, tree_rss)
@@ -204,6 +224,7 @@ def per_rule(result: dict) -> dict[str, dict]:
         entry = rules.setdefault(job["rule"], {"jobs": 0, "logged_sum": 0.0, "logged_max": 0.0})
         entry["process_sum"] = entry.get("process_sum", 0.0) + job["end"] - job["start"]
         entry["peak_mb"] = max(entry.get("peak_mb", 0.0), job["peak_mb"])
+        entry["private_mb"] = max(entry.get("private_mb", 0.0), job.get("private_mb", float("nan")))
         entry["cpu_s"] = entry.get("cpu_s", 0.0) + job["cpu_s"]
     return rules
 
@@ -441,6 +462,10 @@ def print_report(results: dict) -> None:
           f"target {TARGET_PEAK_MB:.0f} MB ({peak / TARGET_PEAK_MB:.2f}x), DRAGONS {DRAGONS_PEAK_MB:.0f} MB; "
           f"whole tree at once {results['workflow']['tree_peak_mb']:.0f} MB; "
           f"ccdproc baseline {results['baseline']['peak_mb']:.0f} MB")
+    anon = max(results["workflow"]["jobs"], key=lambda job: job.get("private_mb", 0.0), default={"rule": "?"})
+    private = anon.get("private_mb", float("nan"))
+    print(f"peak private (anonymous) memory of a job: {private:.0f} MB ({anon['rule']}); "
+          "the RSS above also counts the pages of input files a job maps")
     io = results["io_floor"]
     print(f"I/O floor: read {io['read_mb']:.0f} MB in {io['read_s']:.1f} s, "
           f"write {io['write_mb']:.0f} MB in {io['write_s']:.1f} s (files in page cache)")
@@ -448,16 +473,17 @@ def print_report(results: dict) -> None:
     if first is not None:
         print(f"snakemake start-up (launch to first job): {first:.1f} s")
     print(f"\n{'rule':16s}{'jobs':>5s}{'logged s':>10s}{'max job s':>10s}{'process s':>10s}"
-          f"{'CPU s':>8s}{'peak MB':>9s}")
+          f"{'CPU s':>8s}{'peak MB':>9s}{'anon MB':>9s}")
     for rule, entry in sorted(results["rules"].items(), key=lambda kv: -kv[1]["logged_sum"]):
         print(f"{rule:16s}{entry['jobs']:5d}{entry['logged_sum']:10.1f}{entry['logged_max']:10.1f}"
               f"{entry.get('process_sum', float('nan')):10.1f}{entry.get('cpu_s', float('nan')):8.1f}"
-              f"{entry.get('peak_mb', float('nan')):9.0f}")
+              f"{entry.get('peak_mb', float('nan')):9.0f}{entry.get('private_mb', float('nan')):9.0f}")
     jobs_cpu = sum(job["cpu_s"] for job in results["workflow"]["jobs"])
     print(f"CPU seconds: all jobs {jobs_cpu:.1f}, snakemake itself {results['workflow']['cpu_s']:.1f}, "
           f"ccdproc baseline {results['baseline']['cpu_s']:.1f}")
     print("(logged s: sum of 'done in' over the rule's jobs; process s: sum of job process lifetimes, "
-          "with interpreter start-up and imports; CPU s: user + system of the rule's jobs, polled)")
+          "with interpreter start-up and imports; CPU s: user + system of the rule's jobs, polled; "
+          "peak MB: largest VmHWM, mapped input files included; anon MB: largest private RssAnon seen)")
 
 
 def measure_run(workdir: Path, table: Path, cores: int, run, results: dict) -> None:

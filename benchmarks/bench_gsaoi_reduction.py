@@ -160,6 +160,12 @@ def print_report(results: dict) -> None:
         f"target {TARGET_PEAK_MB:.0f} MB ({peak / TARGET_PEAK_MB:.2f}x), DRAGONS {DRAGONS_PEAK_MB:.0f} MB; "
         f"whole tree at once {results['workflow']['tree_peak_mb']:.0f} MB"
     )
+    anon = max(results["workflow"]["jobs"], key=lambda job: job.get("private_mb", 0.0), default={"rule": "?"})
+    private = anon.get("private_mb", float("nan"))
+    print(
+        f"peak private (anonymous) memory of a job: {private:.0f} MB ({anon['rule']}); "
+        "the RSS above also counts the pages of input files a job maps"
+    )
     io = results["io_floor"]
     print(
         f"I/O floor: read {io['read_mb']:.0f} MB in {io['read_s']:.1f} s, "
@@ -170,19 +176,20 @@ def print_report(results: dict) -> None:
         print(f"snakemake start-up (launch to first job): {first:.1f} s")
     print(
         f"\n{'rule':20s}{'jobs':>5s}{'logged s':>10s}{'max job s':>10s}{'process s':>10s}"
-        f"{'CPU s':>8s}{'peak MB':>9s}"
+        f"{'CPU s':>8s}{'peak MB':>9s}{'anon MB':>9s}"
     )
     for rule, entry in sorted(results["rules"].items(), key=lambda kv: -kv[1]["logged_sum"]):
         print(
             f"{rule:20s}{entry['jobs']:5d}{entry['logged_sum']:10.1f}{entry['logged_max']:10.1f}"
             f"{entry.get('process_sum', float('nan')):10.1f}{entry.get('cpu_s', float('nan')):8.1f}"
-            f"{entry.get('peak_mb', float('nan')):9.0f}"
+            f"{entry.get('peak_mb', float('nan')):9.0f}{entry.get('private_mb', float('nan')):9.0f}"
         )
     jobs_cpu = sum(job["cpu_s"] for job in jobs)
     print(f"CPU seconds: all jobs {jobs_cpu:.1f}, snakemake itself {results['workflow']['cpu_s']:.1f}")
     print(
         "(logged s: sum of 'done in' over the rule's jobs; process s: sum of job process lifetimes, "
-        "with interpreter start-up and imports; CPU s: user + system of the rule's jobs, polled)"
+        "with interpreter start-up and imports; CPU s: user + system of the rule's jobs, polled; "
+        "peak MB: largest VmHWM, mapped input files included; anon MB: largest private RssAnon seen)"
     )
     if "stack_memory" in results:
         print("\nstack memory against frame count (science group, one process each):")

@@ -200,7 +200,7 @@ def _data_nbytes(header: Mapping) -> int:
     return -(-nbytes // 2880) * 2880
 
 
-def open_raw(path: str | os.PathLike, *, memmap: bool = False) -> fits.HDUList:
+def open_raw(path: str | os.PathLike, *, memmap: bool = False, scale: bool = True) -> fits.HDUList:
     """Open a raw Gemini GMOS or GSAOI file after checking it is complete and supported.
 
     Parameters
@@ -209,6 +209,8 @@ def open_raw(path: str | os.PathLike, *, memmap: bool = False) -> fits.HDUList:
         A raw multi-extension FITS file.
     memmap : bool
         Memory-map the pixel data (the file is opened read-only either way).
+    scale : bool
+        Apply ``BSCALE``/``BZERO`` when the data are read (astropy cannot for memory maps).
 
     Returns
     -------
@@ -230,7 +232,7 @@ def open_raw(path: str | os.PathLike, *, memmap: bool = False) -> fits.HDUList:
     with warnings.catch_warnings():
         warnings.simplefilter("error", AstropyUserWarning)
         try:
-            return fits.open(path, mode="readonly", memmap=memmap)
+            return fits.open(path, mode="readonly", memmap=memmap, do_not_scale_image_data=not scale)
         except (OSError, ValueError, AstropyUserWarning) as exc:
             msg = f"{path}: cannot read FITS data ({exc}); download it again"
             raise GemredInputError(msg) from exc
@@ -334,7 +336,7 @@ def root_name(path: Path, phu: Mapping) -> str:
     return name[:-5] if name.endswith(".fits") else Path(name).stem
 
 
-def read_frame(path: str | os.PathLike) -> Frame:
+def read_frame(path: str | os.PathLike, *, memmap: bool = False) -> Frame:
     """Read a raw or processed GMOS/GSAOI file into a :class:`~gemred.frame.Frame`.
 
     Raw files (unnamed image extensions) give one extension per amplifier or array with SCI in
@@ -342,13 +344,27 @@ def read_frame(path: str | os.PathLike) -> Frame:
     grouped by ``EXTVER``, with each ``OBJCAT`` table attached to its extension and any other
     table (``REFCAT``, ``PROVENANCE``) in ``Frame.tables``.
 
+    Parameters
+    ----------
+    path : path-like
+        The file.
+    memmap : bool
+        For a processed file: SCI and VAR are copy-on-write memory maps of the file (float32
+        in its big-endian byte order) instead of copies in memory; DQ is read into memory.
+        For frames that are only read, such as the many inputs of a sky: their pixels then
+        take no memory beyond the file system's cache, which a file just written is in.
+
     Raises
     ------
     GemredInputError
         If the file is missing, corrupt, truncated or not from a supported instrument.
     """
     path = Path(path)
-    with open_raw(path) as hdul:
+
+    def pixels(hdu: fits.ImageHDU) -> np.ndarray:
+        return _scaled_map(hdu) if memmap else hdu.data
+
+    with open_raw(path, memmap=memmap, scale=not memmap) as hdul:
         phu = hdul[0].header.copy()
         named = any(h.name in ("SCI", "VAR", "DQ") for h in hdul[1:])
         extensions: dict[int, Extension] = {}
@@ -364,15 +380,21 @@ def read_frame(path: str | os.PathLike) -> Frame:
             if hdu.data is None:
                 continue
             if not named:
-                extensions[index] = Extension(hdu.data.astype(np.float32), hdu.header.copy())
+                extensions[index] = Extension(pixels(hdu).astype(np.float32), hdu.header.copy())
                 continue
             ver = hdu.ver
             if hdu.name == "SCI":
-                extensions[ver] = Extension(hdu.data, hdu.header.copy())
+                if memmap:
+                    # Set after construction, which would copy it to native byte order.
+                    extensions[ver] = Extension(np.empty((0, 0), np.float32), hdu.header.copy())
+                    extensions[ver].sci = pixels(hdu)
+                else:
+                    extensions[ver] = Extension(hdu.data, hdu.header.copy())
             elif hdu.name == "VAR" and ver in extensions:
-                extensions[ver].var = hdu.data.astype(np.float32)
+                var = pixels(hdu)
+                extensions[ver].var = var if memmap and var.dtype == ">f4" else var.astype(np.float32)
             elif hdu.name == "DQ" and ver in extensions:
-                extensions[ver].dq = hdu.data.astype(np.uint16)
+                extensions[ver].dq = pixels(hdu).astype(np.uint16, copy=False)
         for ver, table in objcats.items():
             if ver in extensions:
                 extensions[ver].objcat = table
@@ -380,6 +402,20 @@ def read_frame(path: str | os.PathLike) -> Frame:
         msg = f"{path}: no image data found"
         raise GemredInputError(msg)
     return Frame(phu, [extensions[k] for k in sorted(extensions)], root_name(path, phu), tables)
+
+
+def _scaled_map(hdu: fits.ImageHDU) -> np.ndarray:
+    """Pixels of an HDU opened unscaled and memory-mapped, as astropy would scale them: the
+    map itself when there is no scaling, unsigned 16-bit integers (``BZERO = 32768``) exactly,
+    anything else as float32."""
+    data = hdu.data
+    bscale, bzero = float(hdu.header.get("BSCALE", 1)), float(hdu.header.get("BZERO", 0))
+    if bscale == 1 and bzero == 0:
+        return data
+    if bscale == 1 and bzero == 32768 and data.dtype.kind == "i" and data.dtype.itemsize == 2:
+        # Adding 32768 to a 16-bit signed integer flips its top bit.
+        return np.bitwise_xor(data.view(data.dtype.str.replace("i", "u")), np.uint16(0x8000), dtype=np.uint16)
+    return data.astype(np.float32) * np.float32(bscale) + np.float32(bzero)
 
 
 def write_frame(

@@ -408,7 +408,7 @@ def make_sky(
         for r0 in range(0, ny, step):
             band = slice(r0, min(r0 + step, ny))
             sci = np.stack([f[k].sci[band] + np.float32(z) for f, z in zip(frames, offsets, strict=True)])
-            var = np.stack([f[k].var[band] for f in frames]) if has_var else None
+            var = np.stack([f[k].var[band] for f in frames], dtype=np.float32) if has_var else None
             dq = np.stack([_work_dq(f[k], m, band) for f, m in zip(frames, ext_masks, strict=True)])
             s, v, d = stack_arrays(sci, var, dq, **stack_kwargs)
             sci_out[band] = s
@@ -493,7 +493,7 @@ def background_levels(frame: Frame) -> np.ndarray:
     levels = []
     for ext in frame:
         rows = _level_rows(*ext.shape)
-        sci = ext.sci[rows]
+        sci = np.asarray(ext.sci[rows], dtype=np.float32)
         good = np.isfinite(sci) if ext.dq is None else np.isfinite(sci) & ((ext.dq[rows] & _LEVEL_BAD) == 0)
         levels.append(
             float(sigma_clipped_stats(sci[good], sigma=3.0, maxiters=10)[1]) if good.any() else np.nan
