@@ -83,6 +83,23 @@ def test_nonlinearity_correct_updates_poisson_var_additively(coadds):
         np.testing.assert_allclose(b.sci, adu.sci * np.float32(adu.header["GAIN"]), rtol=2e-6)
 
 
+def test_prepare_and_nonlinearity_correct_leave_their_input_alone():
+    # They share the planes they do not replace, so they must not write into them.
+    raw = tiny_gsaoi_frame(value=30000.0)
+    raw_planes = [ext.sci.copy() for ext in raw]
+    raw_header = raw[0].header.tostring()
+    prepared = prepare(raw)
+    with_var = add_var(prepared, read_noise=True, poisson=True)
+    planes = [(ext.sci.copy(), ext.var.copy()) for ext in with_var]
+    nonlinearity_correct(with_var)
+    for ext, (sci, var) in zip(with_var, planes, strict=True):
+        np.testing.assert_array_equal(ext.sci, sci)
+        np.testing.assert_array_equal(ext.var, var)
+    for ext, sci in zip(raw, raw_planes, strict=True):
+        np.testing.assert_array_equal(ext.sci, sci)
+    assert raw[0].header.tostring() == raw_header and "LINCORR" not in with_var.phu
+
+
 def test_nonlinearity_correct_rejects_other_inputs():
     with pytest.raises(GemredInputError, match="GSAOI only"):
         nonlinearity_correct(prepare(tiny_gmos_frame()))

@@ -107,7 +107,7 @@ def nonlinearity_correct(frame: Frame) -> Frame:
         msg = f"{name}: already corrected for non-linearity (LINCORR={frame.phu['LINCORR']})"
         raise GemredInputError(msg)
     n_coadds = coadds(frame)
-    out = frame.copy()
+    out = frame.copy(deep=False)  # SCI and VAR are replaced by new arrays below
     for i, ext in enumerate(out):
         hdr = ext.header
         if "GAIN" not in hdr or "BUNIT" not in hdr:
@@ -123,7 +123,7 @@ def nonlinearity_correct(frame: Frame) -> Frame:
         if ext.var is not None and "Poisson" in str(hdr.get("VARNOISE", "")).split(","):
             zero = np.float32(0)
             change = np.maximum(corrected, zero) - np.maximum(ext.sci, zero)
-            ext.var += change / np.float32(gain * n_coadds)
+            ext.var = ext.var + change / np.float32(gain * n_coadds)
         ext.sci = corrected
         for key in ("SATLEVEL", "NONLINEA"):
             if key in hdr:

@@ -217,7 +217,7 @@ def _prepare_gsaoi(frame: Frame) -> Frame:
     if len(set(indices)) != len(indices):
         msg = f"{name}: ARRAYID repeats across extensions ({indices}); not a raw GSAOI file"
         raise GemredInputError(msg)
-    out = frame.copy()
+    out = frame.copy(deep=False)  # headers only: the pixel planes are not changed
     for ext, index, rn in zip(out, indices, noise, strict=True):
         info = gsaoi.ARRAYS[index]
         hdr = ext.header
