@@ -66,16 +66,22 @@ DONE = re.compile(r"rule (\w+) done in ([\d.]+) s")
 # ---------------------------------------------------------------- monitoring a process tree
 
 
-def _peak_rss_mb(proc) -> float:
-    """Peak RSS (MB) of a psutil process so far: VmHWM on Linux, else its current RSS."""
+def _status_mb(proc, key: str) -> float | None:
+    """A memory figure (MB) from ``/proc/PID/status`` (``VmHWM``, ``RssAnon``...); None off Linux."""
     try:
         with open(f"/proc/{proc.pid}/status") as status:
             for line in status:
-                if line.startswith("VmHWM:"):
+                if line.startswith(f"{key}:"):
                     return int(line.split()[1]) / 1024
     except OSError:
         pass
-    return proc.memory_info().rss / 2**20
+    return None
+
+
+def _peak_rss_mb(proc) -> float:
+    """Peak RSS (MB) of a psutil process so far: VmHWM on Linux, else its current RSS."""
+    peak = _status_mb(proc, "VmHWM")
+    return proc.memory_info().rss / 2**20 if peak is None else peak
 
 
 def _private_mb(proc) -> float:
@@ -84,14 +90,8 @@ def _private_mb(proc) -> float:
     Unlike the RSS it leaves out file pages the process maps (a memory-mapped input that the
     file system's cache holds anyway); the peak is taken over the polls.
     """
-    try:
-        with open(f"/proc/{proc.pid}/status") as status:
-            for line in status:
-                if line.startswith("RssAnon:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
+    private = _status_mb(proc, "RssAnon")
+    return float("nan") if private is None else private
 
 
 def _cpu_seconds(proc) -> float:
