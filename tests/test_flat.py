@@ -52,6 +52,7 @@ def test_scale_flats_matches_first_ccd2_mean():
     assert out[1].phu["RELINT"] == pytest.approx(2.0)
     assert out[0].phu["RELINT"] == 1.0
     np.testing.assert_allclose(flats[1][3].sci, 500.0)
+    np.testing.assert_array_equal(flats[1][3].var, _trimmed(500.0)[3].var)
 
 
 def test_normalize_divides_every_ccd_by_ccd2_level_and_neutralises_flagged():
@@ -67,6 +68,9 @@ def test_normalize_divides_every_ccd_by_ccd2_level_and_neutralises_flagged():
     np.testing.assert_allclose(out[9].sci[0, 0], 1.1)
     np.testing.assert_allclose(out[5].var, 40.0 / 2000.0**2, rtol=1e-6)
     assert out.phu["FLATNORM"] == pytest.approx(2000.0)
+    # The input is left as it was: the flagged pixel is neutralised in the output only.
+    assert frame[9].sci[3, 3] == pytest.approx(2200.0) and frame[9].var[3, 3] == 40.0
+    assert "FLATNORM" not in frame.phu
 
 
 def test_threshold_flags_low_and_high_response_as_bad():

@@ -218,3 +218,11 @@ def test_scratch_files_get_no_provenance_and_no_checksum(tmp_path):
         assert "GEMRED" not in hdul[0].header and "PROVENANCE" not in hdul
     if _xattrs_supported(tmp_path):
         assert MD5_XATTR not in os.listxattr(path)
+
+
+def test_no_checksum_is_computed_where_it_cannot_be_kept(tmp_path, monkeypatch):
+    path = tmp_path / "product.fits"
+    path.write_bytes(b"content")
+    monkeypatch.delattr(os, "setxattr")
+    monkeypatch.setattr(provenance, "_compute_md5", lambda path: pytest.fail("checksum computed"))
+    store_md5(path)

@@ -188,10 +188,12 @@ def store_md5(path: str | os.PathLike) -> None:
     modification time; where the file system has no user extended attributes nothing is
     kept (and :func:`file_md5` reads the file).
     """
+    if not hasattr(os, "setxattr"):  # Python has it on Linux only
+        return
     stamp = _stamp(path)
     md5 = _compute_md5(path)
     _MD5_SEEN[(os.fspath(path), stamp)] = md5
-    with contextlib.suppress(OSError, AttributeError):
+    with contextlib.suppress(OSError):
         os.setxattr(path, MD5_XATTR, f"{stamp} {md5}".encode("ascii"))
 
 

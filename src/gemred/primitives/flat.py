@@ -169,11 +169,11 @@ def scale_flats(frames: list[Frame], *, reference: float | None = None) -> list[
     out = []
     for frame, mean in zip(frames, means, strict=True):
         factor = target / mean
-        scaled = frame.copy()
+        scaled = frame.copy(deep=False)  # SCI and VAR are replaced by new arrays below
         for ext in scaled:
-            ext.sci *= np.float32(factor)
+            ext.sci = ext.sci * np.float32(factor)
             if ext.var is not None:
-                ext.var *= np.float32(factor * factor)
+                ext.var = ext.var * np.float32(factor * factor)
         scaled.phu["RELINT"] = (factor, "Factor scaling this flat to the first")
         scaled.stamp("SCALEFLT", "UT time stamp for scale_flats")
         out.append(scaled)
@@ -197,11 +197,11 @@ def normalize_flat_gmos(frame: Frame) -> Frame:
         The normalised copy; ``FLATNORM`` in the primary header gives the level divided by.
     """
     level = flat_level(ccd2_pixels(frame, positive=True))
-    out = frame.copy()
+    out = frame.copy(deep=False)  # SCI and VAR are replaced by new arrays below; DQ is read only
     for ext in out:
-        ext.sci /= np.float32(level)
+        ext.sci = ext.sci / np.float32(level)
         if ext.var is not None:
-            ext.var /= np.float32(level * level)
+            ext.var = ext.var / np.float32(level * level)
         if ext.dq is not None:
             _set_to_one(ext, ext.dq != 0)
     out.phu["FLATNORM"] = (level, "CCD2 level the flat was divided by")
