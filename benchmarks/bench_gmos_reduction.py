@@ -144,9 +144,16 @@ def run_monitored(cmd: list[str], cwd: Path, log_path: Path) -> dict:
                 key = names[child.pid]
                 if key is None:
                     continue
-                new = {"rule": key.split(".")[1], "start": now}
-                new.update(peak_mb=0.0, private_mb=0.0, cpu_s=0.0)
-                job = jobs.setdefault(key, new)
+                job = jobs.setdefault(
+                    key,
+                    {
+                        "rule": key.split(".")[1],
+                        "start": now,
+                        "peak_mb": 0.0,
+                        "private_mb": 0.0,
+                        "cpu_s": 0.0,
+                    },
+                )
                 job["peak_mb"] = max(job["peak_mb"], peak)
                 job["private_mb"] = max(job["private_mb"], private)
                 job["cpu_s"] = max(job["cpu_s"], cpu)
