@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 import subprocess
+import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -217,9 +218,32 @@ class JobRecord:
     inputs: list[str]
     params: dict
     start: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    _checksums: threading.Thread | None = field(default=None, repr=False)
 
     def params_json(self) -> str:
         return json.dumps(self.params, sort_keys=True, default=str)
+
+    def checksum_inputs(self) -> None:
+        """Start computing the inputs' checksums (:func:`file_md5`) on a background thread.
+
+        Products record them when written; computed meanwhile (hashlib frees the GIL), they
+        cost a job no time when it has a core to spare (ten raw GMOS biases take 0.4 s to
+        checksum, thirty raw GSAOI flats 2 s). :meth:`input_checksums` waits for them.
+        """
+
+        def work() -> None:
+            for path in self.inputs:
+                with contextlib.suppress(OSError):  # reported when a product asks for it
+                    file_md5(path)
+
+        self._checksums = threading.Thread(target=work, name="gemred-input-md5", daemon=True)
+        self._checksums.start()
+
+    def input_checksums(self) -> list[str]:
+        """The MD5 checksum of every input, in order, once :meth:`checksum_inputs` is done."""
+        if self._checksums is not None:
+            self._checksums.join()
+        return [file_md5(path) for path in self.inputs]
 
 
 _CURRENT: list[JobRecord] = []
@@ -244,6 +268,7 @@ def job(rule: str, *, inputs: Iterable[str | os.PathLike], params: Mapping) -> I
     ...     write_frame(make_master_bias(biases), "bias.fits")
     """
     record = JobRecord(rule, [os.fspath(path) for path in inputs], dict(params))
+    record.checksum_inputs()
     _CURRENT.append(record)
     try:
         yield record
@@ -291,7 +316,10 @@ def annotate(phu: fits.Header, tables: Mapping[str, Table], *, output: str) -> d
         provenance.extend(inherited.get("PROVENANCE", []))
         history.extend(inherited.get("PROVHISTORY", []))
     now = stop.strftime(_TIME_FORMAT)
-    own_rows = [(now, os.path.basename(path), file_md5(path), record.rule) for path in record.inputs]
+    own_rows = [
+        (now, os.path.basename(path), md5, record.rule)
+        for path, md5 in zip(record.inputs, record.input_checksums(), strict=True)
+    ]
     provenance.append(Table(rows=own_rows or None, names=PROVENANCE_COLUMNS, dtype=[str] * 4))
     history.append(
         Table(
