@@ -16,6 +16,7 @@ import pytest
 import sep
 from astropy.io import fits
 from astropy.wcs import WCS
+from scipy import ndimage
 from workflow_runs import REPO, run_command
 
 from gemred import dq
@@ -268,7 +269,9 @@ def test_stack_astrometry_matches_truth(starfield, stack) -> None:
 
 
 def _coverage(products: Path, ext) -> np.ndarray:
-    """Number of input mosaics with data at each pixel of the stack."""
+    """Number of input mosaics with usable data at each pixel of the stack: no pixel flagged
+    no-data or bad within 2 pixels (the reach of the resampling's DQ). A frame's bad column
+    does not help tell a cosmic ray in another frame from a source."""
     yy, xx = np.mgrid[: ext.shape[0], : ext.shape[1]]
     world = WCS(ext.header).pixel_to_world_values(xx.ravel(), yy.ravel())
     count = np.zeros(ext.shape, dtype=int)
@@ -278,7 +281,8 @@ def _coverage(products: Path, ext) -> np.ndarray:
         x, y = np.rint(x).astype(int), np.rint(y).astype(int)
         inside = (x >= 0) & (x < mosaic.shape[1]) & (y >= 0) & (y < mosaic.shape[0])
         has_data = np.zeros(x.size, dtype=bool)
-        has_data[inside] = (mosaic.dq[y[inside], x[inside]] & dq.NO_DATA) == 0
+        unusable = ndimage.maximum_filter((mosaic.dq & (dq.NO_DATA | dq.BAD_PIXEL)) != 0, size=5)
+        has_data[inside] = ~unusable[y[inside], x[inside]]
         count += has_data.reshape(ext.shape)
     return count
 

@@ -3,6 +3,9 @@
 The frames are median-combined (with additive offsets); sources found on the median are
 protected; a pixel of one frame that stands more than ``hsigma`` times its own noise above
 the median is flagged ``COSMIC_RAY`` in DQ, and the flag is grown by ``dilation`` pixels.
+Where only two frames are usable (the edges of a dither pattern) the lower of the two takes
+the median's place, for the sources and the threshold: their median is their mean, which a
+cosmic ray in either pulls halfway up.
 """
 
 from __future__ import annotations
@@ -78,20 +81,28 @@ def flag_cosmic_rays_by_stacking(
         masked -= offsets[:, None, None]
         median = _stack_nanmedian(masked, pool)
     median[~np.isfinite(median)] = 0
-    del masked, rough
+    # Where only two frames are usable their median is their mean, which a cosmic ray in one
+    # of them pulls halfway up: there the reference is the lower of the two (the other frame),
+    # and sources are found on it too, lest such a cosmic ray be protected as a source.
+    reference = median
+    pair = np.sum(usable, axis=0, dtype=np.uint8) == 2
+    if pair.any():
+        reference = median.copy()
+        reference[pair] = np.nanmin(masked[:, pair], axis=0)
+    del masked, rough, pair
     ref = frames[0][0]
-    protected = object_mask(Extension(median, ref.header, None, ref.dq), **(detect or {}))
+    protected = object_mask(Extension(reference, ref.header, None, ref.dq), **(detect or {}))
     out = []
     for frame, offset, good in zip(frames, offsets, usable, strict=True):
         ext = frame[0]
         image = ext.sci
         excess = image - offset
-        excess -= median
+        excess -= reference
         if ext.var is not None:
             limit = np.sqrt(np.maximum(ext.var, 0))
             limit *= hsigma
         else:
-            limit = hsigma * np.nanstd(image - median)
+            limit = hsigma * np.nanstd(image - reference)
         hits = excess > limit
         del excess, limit
         hits &= good
