@@ -38,8 +38,8 @@ stars it rests on and the criterion:
    0.1 pixel).
 5. Noise: std of (SCI - sky) / sqrt(VAR) on source-free sky of the stack (0.9 to 1.1), and of
    the calibrated (flat-fielded) first science frame, per amplifier, sigma-clipped.
-6. Cosmic rays: pixels above 5 sigma on the stack's source-free sky where two or more frames
-   have usable data (at most 2 as in the test, or at full size what noise alone exceeds with
+6. Cosmic rays: pixels above 5 sigma on the stack's source-free sky covered by two or more
+   frames (at most 2 as in the test, or at full size what noise alone exceeds with
    probability 0.001); also split into sky covered by two frames and by three or more.
 7. Bad columns: the BPM's bad pixels flagged in the flat, its bad columns in the first frame's
    mosaic, and the mean of (SCI - sky) / sqrt(VAR) along each in the stack (under 0.5 sigma).
@@ -236,19 +236,12 @@ def photometry(raw: Path, stack, out: Path) -> tuple[dict, pd.DataFrame]:
 
 def astrometry(stack, good: pd.DataFrame) -> dict:
     """The stack catalogue's positions against the truth (test_stack_astrometry_matches_truth)."""
-    cat = stack[0].objcat
-    xs, ys = np.asarray(cat["X_IMAGE"]) - 1.0, np.asarray(cat["Y_IMAGE"]) - 1.0
-    offsets = []
-    for x, y in zip(good.x, good.y, strict=True):
-        d = np.hypot(xs - x, ys - y)
-        if d.min() < 1.0:
-            offsets.append((xs[d.argmin()] - x, ys[d.argmin()] - y))
-    offsets = np.asarray(offsets)
+    offsets = tr._matched_offsets(stack[0].objcat, good)
     total = float(np.sqrt(np.mean(np.sum(offsets**2, axis=1))))
     return {
         "stars": len(good),
         "matched": len(offsets),
-        "catalogue": len(cat),
+        "catalogue": len(stack[0].objcat),
         "mean_offset_px": [float(v) for v in offsets.mean(axis=0)],
         "rms_px": total,
         "ok": len(offsets) >= 5 and total < ASTROMETRY_LIMIT,
@@ -468,7 +461,7 @@ def report(results: dict) -> None:
     r = results["cosmic_rays"]
     print(
         f"\n6. cosmic rays: {r['injected']} injected in {r['frames_with_cosmic_rays']} frames; pixels above "
-        f"{CR_SIGMA:.0f} sigma on sky with usable data from two frames or more (at most {r['limit']}, "
+        f"{CR_SIGMA:.0f} sigma on sky covered by two frames or more (at most {r['limit']}, "
         f"what noise alone exceeds with probability {1 - CR_CHANCE:.3f}; the test's {CR_LIMIT} on small "
         f"data): {verdict(r)}"
     )
