@@ -520,16 +520,10 @@ def _starlight(ext, stars, pixels: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     return light[rows - r0, cols - c0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="measured -0.060 to -0.073 sigma here (the issue: 0.05), +0.001 sigma at full size. The small "
-    "preset's offset-sky field is denser than the full one, and the faint stars no mask finds there stay "
-    "in the sky made from it: its median is 2 to 7 e above the true sky (full size: within 1.4 e), which "
-    "no choice of sky level can undo with these sky frames. The drift of the sky is followed to each "
-    "frame's time (interpolated between skies; carried by the target frames beyond them), which took the "
-    "full-size stack from -0.100 sigma (extrapolated) to +0.001; the nearest sky's level leaves -1.2 sigma",
-)
 def test_sky_level_on_blank_sky_is_zero(stack, truth):
+    """Measured -0.015 to -0.027 sigma per tile (full size: +0.001). The drift of the sky is
+    followed to each frame's time (interpolated between skies, carried by the target frames
+    beyond them); the nearest sky's level, as DRAGONS takes it, leaves -1.2 sigma at full size."""
     stars, _ = truth
     levels = []
     for ext in stack:

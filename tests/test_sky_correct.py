@@ -434,10 +434,10 @@ def test_sky_following_the_drift_against_truth(calibrated: dict[str, Frame], tru
                 subtract_sky(calibrated[name], sky, offset_sky=False), calibrated[name], name, truth
             )
             report.extend(a["background"] for a in assessed if np.isfinite(a["background"]))
-    # Measured -0.12 to +0.08 sigma, mean -0.03: what is left is mostly the offset field's own
-    # faint starlight, which the sky carries (median 1 to 8 e per pixel in the small preset's
-    # crowded sky field), and the extrapolation before the first sky.
-    assert max(np.abs(followed)) < 0.15 and -0.06 < np.mean(followed) < 0.0, followed
+    # Measured -0.08 to +0.10 sigma, mean -0.002: what is left is the drift's interpolation
+    # between skies and extrapolation before the first one, and the offset field's own faint
+    # starlight, which the sky carries (median 0.1 to 0.5 e per pixel).
+    assert max(np.abs(followed)) < 0.15 and abs(np.mean(followed)) < 0.03, followed
     # The nearest sky's level (DRAGONS): the drift is left, measured -0.72 to +0.19 sigma.
     assert max(np.abs(nearest)) > 0.5
 
@@ -463,8 +463,8 @@ def test_dither_only_sequence_against_truth(calibrated: dict[str, Frame], truth:
     worst_unmasked = 0.0
     for name, result, leaky in list(zip(names, masked, unmasked, strict=True))[:4]:
         for a in _assess(result, calibrated[name], name, truth):
-            # Measured -0.02 to -0.06 sigma: the diffuse light of this field's faint stars.
-            assert abs(a["background"]) < 0.1, (name, a)
+            # Measured -0.017 to +0.006 sigma.
+            assert abs(a["background"]) < 0.05, (name, a)
             assert 0.9 <= a["noise"] <= 1.15, (name, a)
             assert a["ring"] > RING_LIMIT, (name, a)
         worst_unmasked = min(
@@ -477,7 +477,7 @@ def test_dither_only_sequence_against_truth(calibrated: dict[str, Frame], truth:
 def test_crowded_dither_only_halos_are_shallower_with_masks(calibrated: dict[str, Frame], truth: dict):
     """The crowded target as a dither-only sequence (five frames, 1" dithers).
 
-    Masks make the halos several times shallower (measured -9 to -12 against -36 to -57), but
+    Masks make the halos several times shallower (measured -9 to -12 against -41 to -65), but
     in this field the halos of neighbouring bright stars overlap beyond any mask, so the
     3-sigma criterion is not met here (it is for the offset-sky and sparse dither cases).
     """
