@@ -38,9 +38,9 @@ stars it rests on and the criterion:
    0.1 pixel).
 5. Noise: std of (SCI - sky) / sqrt(VAR) on source-free sky of the stack (0.9 to 1.1), and of
    the calibrated (flat-fielded) first science frame, per amplifier, sigma-clipped.
-6. Cosmic rays: pixels above 5 sigma on the stack's source-free sky covered by two or more
-   frames (at most 2 as in the test, or at full size what noise alone exceeds with
-   probability 0.001); also split into sky covered by two frames and by three or more.
+6. Cosmic rays: pixels above 5 sigma on the stack's source-free sky covered by any frame (at
+   most 2 as in the test, or at full size what noise alone exceeds with probability 0.001);
+   also split into sky covered by one frame, by two and by three or more.
 7. Bad columns: the BPM's bad pixels flagged in the flat, its bad columns in the first frame's
    mosaic, and the mean of (SCI - sky) / sqrt(VAR) along each in the stack (under 0.5 sigma).
 8. Fringe (with ``--fringe``): least-squares amplitude of the true fringe pattern in each
@@ -259,18 +259,19 @@ def stack_noise(raw: Path, stack, out: Path) -> dict:
     frames = pd.read_csv(raw / "truth" / "frames.csv")
     injected = frames[frames.object == "starfield"].cosmic_rays
     coverage = tr._coverage(out, ext)[sky]
-    overlap = coverage >= 2
+    overlap = coverage >= 1
     high = int(np.sum(normalised[overlap] > CR_SIGMA))
     tail = 0.5 * math.erfc(CR_SIGMA / math.sqrt(2))  # a Gaussian's share above 5 sigma
     limit = max(CR_LIMIT, int(poisson.ppf(CR_CHANCE, overlap.sum() * tail)))
-    # Where only two frames overlap, their median cannot single out a cosmic ray as well.
+    # Where one or two frames cover the sky the stack's median cannot single out a cosmic ray:
+    # the frame's own neighbourhood, or the lower of the two, is the reference there.
     by_coverage = {
         name: {
             "pixels": int(where.sum()),
             "above_5_sigma": int(np.sum(normalised[where] > CR_SIGMA)),
             "gaussian_expectation": float(where.sum() * tail),
         }
-        for name, where in (("2", coverage == 2), ("3+", coverage >= 3))
+        for name, where in (("1", coverage == 1), ("2", coverage == 2), ("3+", coverage >= 3))
     }
     return {
         "noise": {
@@ -461,7 +462,7 @@ def report(results: dict) -> None:
     r = results["cosmic_rays"]
     print(
         f"\n6. cosmic rays: {r['injected']} injected in {r['frames_with_cosmic_rays']} frames; pixels above "
-        f"{CR_SIGMA:.0f} sigma on sky covered by two frames or more (at most {r['limit']}, "
+        f"{CR_SIGMA:.0f} sigma on sky covered by any frame (at most {r['limit']}, "
         f"what noise alone exceeds with probability {1 - CR_CHANCE:.3f}; the test's {CR_LIMIT} on small "
         f"data): {verdict(r)}"
     )

@@ -5,7 +5,9 @@ protected; a pixel of one frame that stands more than ``hsigma`` times its own n
 the median is flagged ``COSMIC_RAY`` in DQ, and the flag is grown by ``dilation`` pixels.
 Where only two frames are usable (the edges of a dither pattern) the lower of the two takes
 the median's place, for the sources and the threshold: their median is their mean, which a
-cosmic ray in either pulls halfway up.
+cosmic ray in either pulls halfway up. Where only one is (beside another frame's chip gap or
+bad column), the median of the usable pixels in a 5 x 5 box around the pixel does: a cosmic
+ray covers too few of them to move it, a star is still found on it and protected.
 """
 
 from __future__ import annotations
@@ -28,6 +30,10 @@ log = logging.getLogger(__name__)
 _UNUSABLE = dq.NO_DATA | dq.BAD_PIXEL | dq.UNILLUMINATED
 #: Row bands the stack medians are split into (computed two at a time; bottleneck frees the GIL).
 _BANDS = 8
+#: Half-width of the box whose median is the reference where only one frame is usable.
+_LONE_RADIUS = 2
+#: Rows of a lone region's box whose medians are computed at a time (bounds the 25 copies).
+_LONE_BAND = 256
 
 
 def _stack_nanmedian(cube: np.ndarray, pool: ThreadPoolExecutor) -> np.ndarray:
@@ -41,6 +47,28 @@ def _stack_nanmedian(cube: np.ndarray, pool: ThreadPoolExecutor) -> np.ndarray:
 
     list(pool.map(band, range(_BANDS)))
     return out
+
+
+def _local_median(image: np.ndarray, where: np.ndarray, radius: int) -> np.ndarray:
+    """Median of the finite pixels of ``image`` in the ``2 radius + 1`` square box around each
+    pixel of ``where`` (in that order), computed on the boxes that hold ``where``'s regions,
+    :data:`_LONE_BAND` rows at a time."""
+    labels, _ = ndimage.label(where)
+    ny, nx = image.shape
+    out = np.empty(image.shape, np.float32)
+    size = 2 * radius + 1
+    for rows, cols in ndimage.find_objects(labels):
+        x0, x1 = max(cols.start - radius, 0), min(cols.stop + radius, nx)
+        for start in range(rows.start, rows.stop, _LONE_BAND):
+            stop = min(start + _LONE_BAND, rows.stop)
+            y0, y1 = max(start - radius, 0), min(stop + radius, ny)
+            box = np.pad(image[y0:y1, x0:x1], radius, constant_values=np.nan)
+            windows = np.lib.stride_tricks.sliding_window_view(box, (size, size))
+            local = bn.nanmedian(windows.reshape(*windows.shape[:2], size * size), axis=2)
+            band = (slice(start, stop), slice(x0, x1))
+            inside = where[band]
+            out[band][inside] = local[start - y0 : stop - y0][inside]
+    return out[where]
 
 
 def flag_cosmic_rays_by_stacking(
@@ -80,16 +108,21 @@ def flag_cosmic_rays_by_stacking(
         offsets = np.array([bn.nanmedian(m[::4, ::4] - rough[::4, ::4]) for m in masked], dtype=np.float32)
         masked -= offsets[:, None, None]
         median = _stack_nanmedian(masked, pool)
-    median[~np.isfinite(median)] = 0
     # Where only two frames are usable their median is their mean, which a cosmic ray in one
     # of them pulls halfway up: there the reference is the lower of the two (the other frame),
-    # and sources are found on it too, lest such a cosmic ray be protected as a source.
+    # and sources are found on it too, lest such a cosmic ray be protected as a source. Where
+    # one frame alone is, it is that frame's own median around the pixel.
     reference = median
-    pair = np.sum(usable, axis=0, dtype=np.uint8) == 2
-    if pair.any():
+    count = np.sum(usable, axis=0, dtype=np.uint8)
+    pair, lone = count == 2, count == 1
+    del count
+    if pair.any() or lone.any():
         reference = median.copy()
         reference[pair] = np.nanmin(masked[:, pair], axis=0)
-    del masked, rough, pair
+        if lone.any():
+            reference[lone] = _local_median(median, lone, _LONE_RADIUS)
+    reference[~np.isfinite(reference)] = 0
+    del masked, rough, pair, lone, median
     ref = frames[0][0]
     protected = object_mask(Extension(reference, ref.header, None, ref.dq), **(detect or {}))
     out = []
