@@ -279,8 +279,16 @@ def _level_rows(ny: int, nx: int) -> np.ndarray:
     return np.arange(0, ny, step)
 
 
-def _work_dq(ext: Extension, mask: np.ndarray | None, rows: slice | np.ndarray) -> np.ndarray:
-    dq = np.zeros(ext.sci[rows].shape, np.uint16) if ext.dq is None else ext.dq[rows].copy()
+def _work_dq(
+    ext: Extension, mask: np.ndarray | None, rows: slice | np.ndarray, out: np.ndarray | None = None
+) -> np.ndarray:
+    """The DQ of some rows of ``ext`` with :data:`_OBJECT` set on ``mask``, in ``out`` if given."""
+    shape = ext.sci[rows].shape
+    dq = np.empty(shape, np.uint16) if out is None else out
+    if ext.dq is None:
+        dq[...] = 0
+    else:
+        np.copyto(dq, ext.dq[rows])
     if mask is not None:
         dq[mask[rows]] |= _OBJECT
     return dq
@@ -405,11 +413,20 @@ def make_sky(
         var_out = np.empty((ny, nx), np.float32) if has_var else None
         dq_out = np.empty((ny, nx), np.uint16)
         step = max(1, int(memory_mb * 2**20 // (n_img * nx * _BAND_BYTES_PER_PIXEL)))
+        # One work cube per plane, filled in place band after band.
+        cube_sci = np.empty((n_img, min(step, ny), nx), np.float32)
+        cube_var = np.empty_like(cube_sci) if has_var else None
+        cube_dq = np.empty((n_img, min(step, ny), nx), np.uint16)
         for r0 in range(0, ny, step):
             band = slice(r0, min(r0 + step, ny))
-            sci = np.stack([f[k].sci[band] + np.float32(z) for f, z in zip(frames, offsets, strict=True)])
-            var = np.stack([f[k].var[band] for f in frames], dtype=np.float32) if has_var else None
-            dq = np.stack([_work_dq(f[k], m, band) for f, m in zip(frames, ext_masks, strict=True)])
+            rows = band.stop - band.start
+            sci, dq = cube_sci[:, :rows], cube_dq[:, :rows]
+            var = None if cube_var is None else cube_var[:, :rows]
+            for i, (f, z, m) in enumerate(zip(frames, offsets, ext_masks, strict=True)):
+                np.add(f[k].sci[band], np.float32(z), out=sci[i], dtype=np.float32)
+                if var is not None:
+                    np.copyto(var[i], f[k].var[band])
+                _work_dq(f[k], m, band, out=dq[i])
             s, v, d = stack_arrays(sci, var, dq, **stack_kwargs)
             sci_out[band] = s
             dq_out[band] = d & ~_OBJECT
