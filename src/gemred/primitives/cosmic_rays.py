@@ -49,13 +49,12 @@ def _stack_nanmedian(cube: np.ndarray, pool: ThreadPoolExecutor) -> np.ndarray:
     return out
 
 
-def _local_median(image: np.ndarray, where: np.ndarray, radius: int) -> np.ndarray:
-    """Median of the finite pixels of ``image`` in the ``2 radius + 1`` square box around each
-    pixel of ``where`` (in that order), computed on the boxes that hold ``where``'s regions,
-    :data:`_LONE_BAND` rows at a time."""
+def _fill_local_median(image: np.ndarray, where: np.ndarray, radius: int, out: np.ndarray) -> None:
+    """Set ``out`` on the pixels of ``where`` to the median of the finite pixels of ``image``
+    in the ``2 radius + 1`` square box around each, computed on the boxes that hold
+    ``where``'s regions, :data:`_LONE_BAND` rows at a time."""
     labels, _ = ndimage.label(where)
     ny, nx = image.shape
-    out = np.empty(image.shape, np.float32)
     size = 2 * radius + 1
     for rows, cols in ndimage.find_objects(labels):
         x0, x1 = max(cols.start - radius, 0), min(cols.stop + radius, nx)
@@ -68,7 +67,6 @@ def _local_median(image: np.ndarray, where: np.ndarray, radius: int) -> np.ndarr
             band = (slice(start, stop), slice(x0, x1))
             inside = where[band]
             out[band][inside] = local[start - y0 : stop - y0][inside]
-    return out[where]
 
 
 def flag_cosmic_rays_by_stacking(
@@ -120,7 +118,7 @@ def flag_cosmic_rays_by_stacking(
         reference = median.copy()
         reference[pair] = np.nanmin(masked[:, pair], axis=0)
         if lone.any():
-            reference[lone] = _local_median(median, lone, _LONE_RADIUS)
+            _fill_local_median(median, lone, _LONE_RADIUS, reference)
     reference[~np.isfinite(reference)] = 0
     del masked, rough, pair, lone, median
     ref = frames[0][0]
