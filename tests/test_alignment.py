@@ -10,10 +10,41 @@ from astropy.table import Table
 from astropy.wcs import WCS
 from test_mosaic import SCALE, SCIENCE, trimmed_electrons
 
-from gemred.alignment import adjust_wcs_to_reference, fit_transform, match_catalogs
+from gemred.alignment import adjust_wcs_to_reference, chance_match_limit, fit_transform, match_catalogs
 from gemred.detection import add_objcat
 from gemred.frame import Extension, Frame
 from gemred.mosaic import mosaic_gmos
+
+
+def test_chance_limit_holds_against_the_best_of_the_search():
+    """Unrelated catalogues like the small GSAOI preset's sparse standard field (33 sources a
+    frame in four 5" windows, 0.02" pixels): the best shift of the search reaches the trusted
+    count by chance in under 1 % of frames (never in 300 here), where three matches, nine
+    times what one shift expects, are reached in over a third (five times one shift's
+    expectation, the former rule, trusted them)."""
+    window, n = 256 * 0.02, 33
+    expected = n * n / (4 * window**2) * np.pi * 0.1**2
+    limit = chance_match_limit(expected, 5.0, 0.1)
+    assert 3 >= 5 * expected and limit > 3
+    corners = np.array([[-40.0, -40.0], [35.0, -40.0], [-40.0, 35.0], [35.0, 35.0]])
+    rng = np.random.default_rng(11)
+
+    def field():
+        return np.concatenate(
+            [c + rng.uniform(0, window, (n // 4 + (i < n % 4), 2)) for i, c in enumerate(corners)]
+        )
+
+    best = np.array(
+        [len(match_catalogs(field(), field(), search_radius=5.0, match_radius=0.1)[0]) for _ in range(300)]
+    )
+    assert np.mean(best >= 3) > 0.3
+    assert best.max() < limit
+
+
+def test_chance_limit_is_never_under_five_times_one_shift():
+    """In a crowded field, where the Poisson tail alone would ask for less."""
+    assert chance_match_limit(10.0, 5.0, 0.1) == 50
+    assert chance_match_limit(0.0, 5.0, 0.1) == 1
 
 
 def test_match_catalogs_finds_shift_despite_clutter():

@@ -21,9 +21,16 @@ from scipy import ndimage
 
 from gemred.frame import Frame
 
-__all__ = ["match_catalogs", "fit_transform", "adjust_wcs_to_reference"]
+__all__ = ["match_catalogs", "chance_match_limit", "fit_transform", "adjust_wcs_to_reference"]
 
 log = logging.getLogger(__name__)
+
+#: A match is trusted only if a wrong shift would reach as many matches, somewhere in the
+#: search, with at most this probability (:func:`chance_match_limit`).
+FALSE_MATCH_PROBABILITY = 0.01
+#: ... and only with at least this many times the matches one wrong shift is expected to give
+#: (sources cluster, in blends and about bright stars, which a Poisson count does not allow for).
+CHANCE_FACTOR = 5.0
 
 
 def match_catalogs(
@@ -100,6 +107,36 @@ def match_catalogs(
         shift = np.mean(xy[idx] - ref_xy[ref_idx], axis=0)
     order = np.argsort(ref_idx)
     return ref_idx[order], idx[order]
+
+
+def chance_match_limit(expected: float, search_radius: float, match_radius: float) -> int:
+    """Fewest matches that rule out a wrong shift found by :func:`match_catalogs`.
+
+    At one wrong shift the matches are about Poisson with mean ``expected``; the search tries
+    about ``(search_radius / match_radius)**2`` distinct shifts and keeps the best, so the
+    tail probability per shift must be that many times smaller than
+    :data:`FALSE_MATCH_PROBABILITY`. The limit is never below :data:`CHANCE_FACTOR` times
+    ``expected``. (On a sparse field of 33 sources a frame in four 5" windows, three noise
+    peaks agreeing on a wrong shift are 9 times what one shift expects, and what the best of
+    2500 shifts often reaches.)
+
+    Parameters
+    ----------
+    expected : float
+        Matches expected at one wrong shift.
+    search_radius, match_radius : float
+        The search and match radii given to :func:`match_catalogs`.
+
+    Returns
+    -------
+    int
+        A match with fewer sources is not to be trusted.
+    """
+    from scipy.stats import poisson  # lazily: slow to import, only for matching
+
+    trials = max((search_radius / match_radius) ** 2, 1.0)
+    tail = int(poisson.isf(FALSE_MATCH_PROBABILITY / trials, expected)) + 1
+    return max(tail, int(np.ceil(CHANCE_FACTOR * expected)))
 
 
 def fit_transform(

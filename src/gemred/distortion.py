@@ -38,7 +38,7 @@ from astropy.table import Table
 from astropy.wcs import WCS, FITSFixedWarning
 
 from gemred import dq as dqbits
-from gemred.alignment import fit_transform, match_catalogs
+from gemred.alignment import chance_match_limit, fit_transform, match_catalogs
 from gemred.frame import Extension, Frame
 from gemred.instruments import gsaoi
 from gemred.io import GemredInputError
@@ -68,9 +68,6 @@ _KNOT_STEP = 32
 _ROW_BAND = 512
 #: Extra output pixels of a tile around the footprints it holds.
 _TILE_MARGIN = 4
-#: A match is trusted only if a wrong shift would reach as many matches, somewhere in the
-#: search, with at most this probability (:func:`_chance_limit`).
-_FALSE_MATCH_PROBABILITY = 0.01
 #: Arcsec: a match putting a frame farther than this from where its telescope offsets put it
 #: needs :data:`_STRAY_MIN_SOURCES` sources; with fewer, a match searched within this distance
 #: of the offsets' position is used, or the offsets alone. Where sources are few, or cluster
@@ -320,22 +317,6 @@ def _offset_pointing(
     return float(ra[0]), float(dec[0])
 
 
-def _chance_limit(n_obs: int, n_ref: int, area: float, search_radius: float, match_radius: float) -> int:
-    """Fewest matches that a wrong shift reaches with at most :data:`_FALSE_MATCH_PROBABILITY`.
-
-    At one wrong shift the matches are Poisson with mean ``n_obs * n_ref / area`` times the
-    match disc; the search tries about ``(search_radius / match_radius)**2`` distinct shifts
-    and keeps the best, so the tail probability per shift must be that many times smaller.
-    (On the small preset's sparse standard field, 3 noise peaks agree on a wrong shift of
-    0.5": a count 9 times what one shift expects, and what the best of 2500 shifts reaches.)
-    """
-    from scipy.stats import poisson  # lazily: slow to import, only for alignment
-
-    expected = n_obs * n_ref / area * np.pi * match_radius**2
-    trials = max((search_radius / match_radius) ** 2, 1.0)
-    return int(poisson.isf(_FALSE_MATCH_PROBABILITY / trials, expected)) + 1
-
-
 def _match(
     geom: FrameGeometry,
     catalogs: Sequence[Table | None],
@@ -359,8 +340,12 @@ def _match(
     if len(iref) < 2:
         return np.eye(2), np.zeros(2), len(iref)
     matrix, shift, keep = fit_transform(obs[iobs], pred[iref], rotate=rotate, scale=scale)
+    # Matches at one wrong shift: the density of the reference sources times the match area,
+    # per source.
     area = sum(ny * nx for ny, nx in geom.shapes) * gsaoi.PIXEL_SCALE**2
-    limit = _chance_limit(len(obs), len(pred), area, first_pass, match_radius)
+    limit = chance_match_limit(
+        len(obs) * len(pred) / area * np.pi * match_radius**2, first_pass, match_radius
+    )
     if keep.sum() < limit:
         log.info(
             "%s: %d matches, %d needed to rule out a chance shift: not trusted", geom.root, keep.sum(), limit
@@ -436,11 +421,11 @@ def align_geometries(
     Sources are matched on the tangent plane through the distortion model, and a shift
     (with ``rotate``/``scale`` also a small rotation and a uniform scale) is fitted with
     3-sigma clipping. A match counts only if it holds at least ``min_sources`` sources and
-    more than a wrong shift would reach anywhere in the search with probability 0.01
-    (:func:`_chance_limit`). Otherwise the
-    frame's pointing is replaced by the reference's moved by the difference of their
-    telescope offsets (``offsets``) and matching is tried again from there; failing that,
-    the offsets alone place the frame. A fit whose scale departs from 1 by more than
+    more than a wrong shift would reach anywhere in the search
+    (:func:`gemred.alignment.chance_match_limit`). Otherwise the frame's pointing is
+    replaced by the reference's moved by the difference of their telescope offsets
+    (``offsets``) and matching is tried again from there; failing that, the offsets alone
+    place the frame. A fit whose scale departs from 1 by more than
     1 % or whose rotation exceeds 1 degree is not a match. A match that puts the frame more
     than 1" from where the offsets do needs 10 sources; with fewer, a match searched within
     1" of the offsets' position is used instead, or failing that the offsets alone.

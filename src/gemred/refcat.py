@@ -26,7 +26,7 @@ import numpy as np
 from astropy.table import Table
 from scipy.spatial import cKDTree
 
-from gemred.alignment import fit_transform, match_catalogs
+from gemred.alignment import chance_match_limit, fit_transform, match_catalogs
 from gemred.distortion import FrameGeometry, from_tangent, to_tangent
 from gemred.io import GemredInputError
 
@@ -45,8 +45,6 @@ log = logging.getLogger(__name__)
 RA_NAMES = ("RAJ2000", "RA_ICRS", "RA", "RA_DEG", "RADEG", "ALPHA_J2000")
 #: Accepted names of the declination column (degrees), compared without case.
 DEC_NAMES = ("DEJ2000", "DE_ICRS", "DEC", "DEC_DEG", "DECDEG", "DELTA_J2000")
-#: A solution is trusted only with this many times the matches expected by chance.
-_CHANCE_FACTOR = 5.0
 
 
 @dataclass(frozen=True)
@@ -183,7 +181,8 @@ def solve_pointing(
     Raises
     ------
     GemredInputError
-        If too few sources match, or not five times more than a wrong shift would match.
+        If too few sources match, or not more than a wrong shift could
+        (:func:`gemred.alignment.chance_match_limit`).
     """
     name = str(refcat.meta.get("name", "reference catalogue"))
     obs = np.column_stack(to_tangent(np.asarray(ra), np.asarray(dec), centre))
@@ -210,11 +209,13 @@ def solve_pointing(
         raise GemredInputError(msg)
     _, shift, keep = fit_transform(obs[iobs], ref[iref])
     chance = _chance_matches(obs + shift, ref, radius=final, step=2.0 * initial)
-    if keep.sum() < _CHANCE_FACTOR * chance:
+    limit = chance_match_limit(chance, initial, final)
+    if keep.sum() < limit:
         msg = (
             f"{name}: {keep.sum()} detected sources match the reference catalogue, but "
-            f"{chance:.1f} would by chance in this field; the catalogue does not constrain the "
-            "pointing (too sparse, or the wrong field)"
+            f"{chance:.1f} would by chance at a wrong shift in this field and the search could "
+            f"find one with up to {limit - 1}; the catalogue does not constrain the pointing "
+            "(too sparse, or the wrong field)"
         )
         raise GemredInputError(msg)
     residual = ref[iref][keep] - (obs[iobs][keep] + shift)
