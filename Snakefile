@@ -22,3 +22,14 @@ rule all:
     default_target: True
     input:
         all_targets(),
+
+
+# Snakemake (9.x) re-arms a one-second scheduling timer, not a daemon thread, after every
+# job; left running, it holds the finished command for up to a second. Nothing is left to
+# schedule once the workflow has ended, so let the command return as soon as it is done.
+onsuccess:
+    cancel_scheduler_timers()
+
+
+onerror:
+    cancel_scheduler_timers()

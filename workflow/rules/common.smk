@@ -5,6 +5,7 @@
 import functools
 import os
 import re
+import threading
 
 import pandas as pd
 
@@ -447,3 +448,10 @@ def gsaoi_targets():
         f"{OUTDIR}/science/{{group}}_image.fits",
         group=gsaoi_groups(["science", "standard"]),
     )
+
+
+def cancel_scheduler_timers():
+    """Cancel pending ``threading.Timer`` threads (Snakemake's scheduler wake-ups)."""
+    for thread in threading.enumerate():
+        if isinstance(thread, threading.Timer):
+            thread.cancel()
