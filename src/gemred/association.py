@@ -12,10 +12,12 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from gemred.io import GemredInputError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "MATCH_KEYS",
@@ -67,6 +69,8 @@ class CalibrationRequest:
 
 
 def _time(value: object) -> dt.datetime | None:
+    import pandas as pd
+
     try:
         return pd.Timestamp(value).to_pydatetime()
     except (TypeError, ValueError):

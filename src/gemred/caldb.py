@@ -34,12 +34,15 @@ import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from gemred.association import MATCH_KEYS, WINDOW_DAYS, rank_candidates
 from gemred.descriptors import descriptors as read_descriptors
 from gemred.io import GemredInputError
+
+# pandas only where tables are read: a job storing its calibration skips its import (0.2 s).
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "CalibrationDB",
@@ -264,6 +267,8 @@ class CalibrationDB:
         pandas.DataFrame
             One row per file, columns :data:`COLUMNS`; empty when the database does not exist.
         """
+        import pandas as pd
+
         if not self.path.exists():
             return pd.DataFrame(columns=list(COLUMNS))
         with self._connection() as con:
@@ -423,6 +428,8 @@ class CalibrationDB:
 
 def _nearest_first(rows: pd.DataFrame, when: object) -> pd.DataFrame:
     """Rows sorted by their time difference to ``when`` (so refusals list the nearest first)."""
+    import pandas as pd
+
     moment = pd.to_datetime(when, errors="coerce")
     if pd.isna(moment):
         return rows
