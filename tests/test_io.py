@@ -50,3 +50,22 @@ def test_memory_mapped_planes_are_maps_and_writing_them_leaves_the_file(tmp_path
     assert not frame[0].sci.flags.owndata and not frame[0].var.flags.owndata
     frame[0].sci[1, 1] = -1.0
     assert read_frame(path)[0].sci[1, 1] != -1.0
+
+
+def test_frame_read_without_tables_has_the_same_pixels_and_no_tables(tmp_path):
+    from astropy.table import Table
+
+    path = _processed(tmp_path)
+    with fits.open(path, mode="append") as hdul:
+        objcat = fits.table_to_hdu(Table({"NUMBER": [1, 2], "X_IMAGE": [3.0, 4.0]}))
+        objcat.name, objcat.ver = "OBJCAT", 1
+        refcat = fits.table_to_hdu(Table({"RAJ2000": [10.0], "DEJ2000": [-20.0]}))
+        refcat.name = "REFCAT"
+        hdul.extend([objcat, refcat])
+    full, bare = read_frame(path), read_frame(path, tables=False)
+    assert len(full[0].objcat) == 2 and "REFCAT" in full.tables
+    assert bare[0].objcat is None and not bare.tables
+    for a, b in zip(full, bare, strict=True):
+        np.testing.assert_array_equal(a.sci, b.sci)
+        np.testing.assert_array_equal(a.var, b.var)
+        np.testing.assert_array_equal(a.dq, b.dq)

@@ -653,31 +653,6 @@ def pixel_transform(
     return matrix, offset, residual
 
 
-def _resample_into(
-    ext: Extension,
-    matrix: np.ndarray,
-    offset: np.ndarray,
-    planes: tuple[np.ndarray, np.ndarray | None, np.ndarray],
-    *,
-    interpolant: str,
-    dq_threshold: float,
-) -> None:
-    """Resample one extension's planes and paste them into output ``planes``."""
-    sci, var, dq = planes
-    part = resample_arrays(
-        ext.sci,
-        ext.var,
-        ext.dq,
-        matrix,
-        offset,
-        sci.shape,
-        interpolant=interpolant,
-        dq_threshold=dq_threshold,
-    )
-    if part is not None:
-        part.paste(sci, var, dq)
-
-
 def _single_extension(frames: list[Frame], what: str) -> None:
     if not frames:
         msg = f"{what}: no frames given"
@@ -773,17 +748,31 @@ def resample_to_reference(
     header["CRPIX1"] = float(header["CRPIX1"]) - lo[1]
     header["CRPIX2"] = float(header["CRPIX2"]) - lo[0]
     header["DATASEC"] = (f"[1:{shape[1]},1:{shape[0]}]", "Data section")
-    results = []
-    for index, (frame, (matrix, offset, _)) in enumerate(zip(frames, transforms, strict=True)):
+
+    def resampled(index: int) -> Frame:
+        frame = frames[index]
+        matrix, offset, _ = transforms[index]
         ext = frame[0] if pixels is None else pixels(index)
         if ext.shape != frame[0].shape:
             msg = f"{frame.root}: pixels of shape {ext.shape} given for a frame of shape {frame[0].shape}"
             raise ValueError(msg)
-        sci = np.zeros(shape, dtype=np.float32)
-        var = None if ext.var is None else np.zeros(shape, dtype=np.float32)
-        dq = np.full(shape, dqbits.NO_DATA, dtype=np.uint16)
         jfactor = abs(float(np.linalg.det(matrix))) if conserve else 1.0
         varcorr = 1.0
+        has_var = ext.var is not None
+        part = None
+        if index != reference_index % len(frames):
+            shifted = offset + matrix @ lo.astype(np.float64)
+            varcorr = variance_correlation(matrix, shifted, shape, _order(interpolant))
+            part = resample_arrays(
+                ext.sci, ext.var, ext.dq, matrix, shifted, shape,
+                interpolant=interpolant, dq_threshold=dq_threshold,
+            )
+            # The output planes are made only now, with the input and the interpolation's
+            # temporaries gone: their memory is reused, not newly mapped (and faulted in).
+            del ext
+        sci = np.zeros(shape, dtype=np.float32)
+        var = np.zeros(shape, dtype=np.float32) if has_var else None
+        dq = np.full(shape, dqbits.NO_DATA, dtype=np.uint16)
         if index == reference_index % len(frames):
             src = (slice(max(lo[0], 0), min(hi[0], ny)), slice(max(lo[1], 0), min(hi[1], nx)))
             dst = tuple(slice(s.start - o, s.stop - o) for s, o in zip(src, lo, strict=True))
@@ -791,12 +780,11 @@ def resample_to_reference(
             if var is not None:
                 var[dst] = ext.var[src]
             dq[dst] = 0 if ext.dq is None else ext.dq[src]
+            del ext
             jfactor = 1.0
-        else:
-            shifted = offset + matrix @ lo.astype(np.float64)
-            varcorr = variance_correlation(matrix, shifted, shape, _order(interpolant))
-            planes = (sci, var, dq)
-            _resample_into(ext, matrix, shifted, planes, interpolant=interpolant, dq_threshold=dq_threshold)
+        elif part is not None:
+            part.paste(sci, var, dq)
+            del part
             if jfactor != 1.0:
                 sci *= jfactor
                 if var is not None:
@@ -805,7 +793,6 @@ def resample_to_reference(
         sci[nodata] = 0.0
         if var is not None:
             var[nodata] = 0.0
-        del ext
         hdr = header.copy()
         for key in ("BUNIT", "SATLEVEL", "NONLINEA", "RDNOISE", "GAIN", "EXPTIME"):
             if key in frame[0].header:
@@ -814,5 +801,6 @@ def resample_to_reference(
         hdr["VARCORR"] = (varcorr, "Variance of a many-pixel sum / sum of its VAR")
         result = Frame(frame.phu.copy(), [Extension(sci, hdr, var, dq, None)], frame.root, dict(frame.tables))
         result.stamp("ALIGN", "resampleToCommonFrame")
-        results.append(result)
-    return results
+        return result
+
+    return [resampled(index) for index in range(len(frames))]

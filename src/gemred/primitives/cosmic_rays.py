@@ -69,6 +69,19 @@ def _fill_local_median(image: np.ndarray, where: np.ndarray, radius: int, out: n
             out[band][inside] = local[start - y0 : stop - y0][inside]
 
 
+def _dilated(hits: np.ndarray, dilation: int) -> np.ndarray:
+    """``hits`` grown to every pixel of the ``2 dilation + 1`` square around each (the 3x3
+    structure applied ``dilation`` times), set pixel by pixel: hits are a few thousand of
+    millions, so this is many times faster than a filter over the whole image."""
+    rows, cols = np.nonzero(hits)
+    grown = hits.copy()
+    ny, nx = hits.shape
+    for dy in range(-dilation, dilation + 1):
+        for dx in range(-dilation, dilation + 1):
+            grown[np.clip(rows + dy, 0, ny - 1), np.clip(cols + dx, 0, nx - 1)] = True
+    return grown
+
+
 def flag_cosmic_rays_by_stacking(
     frames: list[Frame], *, hsigma: float = 7.0, dilation: int = 1, detect: dict | None = None
 ) -> list[Frame]:
@@ -139,11 +152,7 @@ def flag_cosmic_rays_by_stacking(
         hits &= good
         hits &= ~protected
         if dilation and hits.any():
-            # A (2 * dilation + 1)-square dilation (the 3x3 structure applied `dilation` times),
-            # as two separable 1-D maximum filters.
-            size = 2 * dilation + 1
-            grown = ndimage.maximum_filter1d(hits.view(np.uint8), size, axis=0)
-            hits = ndimage.maximum_filter1d(grown, size, axis=1).view(bool) & good
+            hits = _dilated(hits, dilation) & good
         flagged = frame.copy(deep=False)  # SCI and VAR shared; DQ is a new array
         flagged[0].dq = ext.dq | (hits * np.uint16(dq.COSMIC_RAY))
         flagged.stamp("CRMASKED", "UT time stamp: cosmic rays flagged by stacking")

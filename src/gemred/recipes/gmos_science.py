@@ -154,7 +154,7 @@ def stack_science(
 
     def pixels(index: int) -> Extension:
         mosaic = mosaics[index]
-        return mosaic[0] if isinstance(mosaic, Frame) else read_frame(mosaic)[0]
+        return mosaic[0] if isinstance(mosaic, Frame) else read_frame(mosaic, tables=False)[0]
 
     frames = [m if isinstance(m, Frame) else _catalogue_frame(m) for m in mosaics]
     frames = adjust_wcs_to_reference(frames, **dict(align or {}))

@@ -187,7 +187,7 @@ def _measure(
 ) -> tuple[FrameGeometry, list[Table], tuple[float, float]]:
     """Geometry, source catalogues (the ``max_sources`` brightest, or all with None) and
     telescope offsets of one frame, its headers checked."""
-    frame = read_frame(path)
+    frame = read_frame(path, tables=False)
     for ext, checked in zip(frame, header, strict=True):
         ext.header = checked
     geom = frame_geometry(frame)
@@ -206,7 +206,7 @@ def _resample(
 ) -> tuple[Path, list[tuple[float, float]]]:
     """Resample one frame onto the grid, scale it to the reference's exposure time, write it;
     the file and, per tile, its :func:`~gemred.resample.variance_weight` and ``VARCORR``."""
-    frame = resample_to_grid(read_frame(path), geom, grid, **options)
+    frame = resample_to_grid(read_frame(path, tables=False), geom, grid, **options)
     frame = scale_counts_to_reference([reference, frame])[1]
     out = Path(folder) / f"{index:04d}_{frame.root}_resampled.fits"
     write_frame(frame, out, scratch=True)

@@ -68,8 +68,8 @@ def sky_mask(
         If no other frame is given, the shapes differ or a setting is unknown.
     """
     settings = _options(options)
-    frame = read_frame(frame_path, memmap=True)
-    others = [read_frame(path, memmap=True) for path in other_paths]
+    frame = read_frame(frame_path, memmap=True, tables=False)
+    others = [read_frame(path, memmap=True, tables=False) for path in other_paths]
     return sky_object_mask(frame, others, dilation=settings["dilation"], memory_mb=_BAND_MEMORY_MB)
 
 
@@ -184,9 +184,9 @@ def sky_frame(
         when = _mid_exposure(object_path)
         times = [(_mid_exposure(path) - when).total_seconds() for path in sky_paths]
         if tracer_paths:
-            own = background_levels(read_frame(object_path, memmap=True))
+            own = background_levels(read_frame(object_path, memmap=True, tables=False))
             for path in tracer_paths:
-                levels = background_levels(read_frame(path, memmap=True))
+                levels = background_levels(read_frame(path, memmap=True, tables=False))
                 if levels.shape != own.shape:
                     msg = (
                         f"{path}: {levels.size} extensions where the object frame {object_path} has "
@@ -195,7 +195,7 @@ def sky_frame(
                     raise GemredInputError(msg)
                 above = levels - own
                 tracers.append(((_mid_exposure(path) - when).total_seconds(), above))
-    frames = [read_frame(path, memmap=True) for path in sky_paths]
+    frames = [read_frame(path, memmap=True, tables=False) for path in sky_paths]
     return make_sky(
         frames, masks=masks, times=times, tracers=tracers, memory_mb=_BAND_MEMORY_MB, **make_options
     )
