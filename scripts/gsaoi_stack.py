@@ -21,7 +21,7 @@ def main(smk) -> None:
         refcat=smk.input.refcat[0] if smk.input.refcat else None,
         astrometry=options(smk.params.astrometry),
     )
-    write_frame(stacked, smk.output[0])
+    write_frame(stacked, smk.output[0], read_later=False)
 
 
 run_job(snakemake, main)  # noqa: F821  (Snakemake injects `snakemake`)

@@ -16,7 +16,7 @@ def main(smk) -> None:
         detect=options(smk.params.detect),
         preview=smk.output.preview,
     )
-    write_frame(stacked, smk.output.image)
+    write_frame(stacked, smk.output.image, read_later=False)
 
 
 run_job(snakemake, main)  # noqa: F821  (Snakemake injects `snakemake`)

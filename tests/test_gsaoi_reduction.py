@@ -96,7 +96,10 @@ def test_products_are_named_and_placed_as_dragons_does(reduced):
     assert (products / "calibrations" / f"{FLAT}_flat.fits").exists()
     for frame in OBJECT_FRAMES + STANDARD_FRAMES:
         assert (products / "frames" / f"{frame}_sky.fits").exists(), frame
-        assert (products / "frames" / f"{frame}_skySubtracted.fits").exists(), frame
+        with fits.open(products / "frames" / f"{frame}_skySubtracted.fits") as hdul:
+            # detectSources after skyCorrect, as in DRAGONS' recipe: a catalogue per array.
+            sci = sorted(hdu.ver for hdu in hdul if hdu.name == "SCI")
+            assert sci == sorted(hdu.ver for hdu in hdul if hdu.name == "OBJCAT") == [1, 2, 3, 4], frame
     # Offset-sky exposures are sky frames only: they get no sky of their own.
     assert not (products / "frames" / "S20170505S0097_sky.fits").exists()
     for name in (SCIENCE, STANDARD_STACK):
@@ -557,6 +560,31 @@ def test_stack_is_the_same_in_one_process(reduced, tmp_path, monkeypatch):
     monkeypatch.setattr(gsaoi_science, "_FRAMES_IN_FLIGHT", 1)
     one = stack_gsaoi(frames, sequence=sequence, bad_wcs="fix", scratch=tmp_path, stack={"memory_mb": 1})
     for a, b in zip(one, two, strict=True):
+        np.testing.assert_array_equal(a.sci, b.sci)
+        np.testing.assert_array_equal(a.var, b.var)
+        np.testing.assert_array_equal(a.dq, b.dq)
+
+
+def test_stack_from_the_frames_own_catalogues_is_the_stack_from_detection(reduced, tmp_path, monkeypatch):
+    """The OBJCATs the sky step writes stand in for detection in the stack: with them no frame
+    is detected again, and the stack has the same bits as from the frames stripped of them
+    (whose sources the stack then detects itself)."""
+    frames_dir = reduced[1] / "frames"
+    frames = [frames_dir / f"{root}_skySubtracted.fits" for root in STANDARD_FRAMES]
+    sequence = [frames_dir / f"{root}_flatCorrected.fits" for root in STANDARD_FRAMES]
+    stripped = []
+    for path in frames:
+        with fits.open(path) as hdul:
+            fits.HDUList([hdu for hdu in hdul if hdu.name != "OBJCAT"]).writeto(tmp_path / path.name)
+        stripped.append(tmp_path / path.name)
+    detected = stack_gsaoi(stripped, sequence=sequence, bad_wcs="fix", scratch=tmp_path)
+
+    def no_detection(*args, **kwargs):
+        raise AssertionError("frames with catalogues were detected again")
+
+    monkeypatch.setattr(gsaoi_science, "detect_frame", no_detection)
+    catalogued = stack_gsaoi(frames, sequence=sequence, bad_wcs="fix", scratch=tmp_path)
+    for a, b in zip(detected, catalogued, strict=True):
         np.testing.assert_array_equal(a.sci, b.sci)
         np.testing.assert_array_equal(a.var, b.var)
         np.testing.assert_array_equal(a.dq, b.dq)

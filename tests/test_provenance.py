@@ -220,6 +220,19 @@ def test_scratch_files_get_no_provenance_and_no_checksum(tmp_path):
         assert MD5_XATTR not in os.listxattr(path)
 
 
+def test_an_end_product_has_provenance_and_no_checksum_and_one_is_computed_when_read(tmp_path, monkeypatch):
+    if not _xattrs_supported(tmp_path):
+        pytest.skip("no user extended attributes on this file system")
+    raws = _raw_inputs(tmp_path)
+    with job("stack_science", inputs=raws, params={}):
+        path = write_frame(_frame(1.0), tmp_path / "stack.fits", read_later=False)
+    with fits.open(path) as hdul:
+        assert "PROVENANCE" in hdul
+    assert MD5_XATTR not in os.listxattr(path)
+    _forget_md5s(monkeypatch)
+    assert file_md5(path) == hashlib.md5(path.read_bytes()).hexdigest()
+
+
 def test_no_checksum_is_computed_where_it_cannot_be_kept(tmp_path, monkeypatch):
     path = tmp_path / "product.fits"
     path.write_bytes(b"content")

@@ -425,7 +425,12 @@ def _scaled_map(hdu: fits.ImageHDU) -> np.ndarray:
 
 
 def write_frame(
-    frame: Frame, path: str | os.PathLike, *, bunit: str | None = None, scratch: bool = False
+    frame: Frame,
+    path: str | os.PathLike,
+    *,
+    bunit: str | None = None,
+    scratch: bool = False,
+    read_later: bool = True,
 ) -> Path:
     """Write a frame as multi-extension FITS, atomically.
 
@@ -445,6 +450,11 @@ def write_frame(
         Physical unit of SCI; by default the extension header's ``BUNIT`` or ``'adu'``.
     scratch : bool
         A work file of one job, not a product: no provenance recorded, no checksum kept.
+    read_later : bool
+        Another job reads the product: keep its MD5 checksum with it (reading the whole file
+        once more to compute it), so that the jobs that read it record it without doing so.
+        False for an end product (a stack) or one kept only for inspection (a sky frame):
+        whoever reads it later computes the checksum then.
     """
     phu = frame.phu.copy()
     phu.setdefault("ORIGNAME", f"{frame.root}.fits")
@@ -463,7 +473,7 @@ def write_frame(
         hdu = fits.table_to_hdu(Table(table))
         hdu.name = name
         hdus.append(hdu)
-    return write_fits_atomic(fits.HDUList(hdus), path, checksum=not scratch)
+    return write_fits_atomic(fits.HDUList(hdus), path, checksum=read_later and not scratch)
 
 
 def read_bpm(path: str | os.PathLike) -> Frame:

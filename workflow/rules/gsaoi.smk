@@ -1,6 +1,7 @@
 # GSAOI imaging, DRAGONS' GSAOI recipes: lamp flats, per-frame calibration, sky frames made
-# from the associated sky exposures and subtracted, then distortion-corrected alignment,
-# resampling onto one North-up grid and a stack per science or standard group.
+# from the associated sky exposures and subtracted (and each frame's sources detected), then
+# distortion-corrected alignment, resampling onto one North-up grid and a stack per science
+# or standard group.
 
 
 ruleorder: gsaoi_flat > master_flat
@@ -73,6 +74,7 @@ rule gsaoi_sky:
         "../../environment.yml"
     params:
         sky=config["skyCorrect"],
+        detect=config["detectSources"],
         gemred_version=GEMRED_VERSION,
     script:
         "../../scripts/gsaoi_sky.py"

@@ -3,7 +3,8 @@
 After flat correction and sky subtraction (:mod:`gemred.recipes.gsaoi_calibrations`,
 :mod:`gemred.primitives.sky`), :func:`stack_gsaoi` takes the frames of one group through
 ``prepare``'s WCS check (``bad_wcs``, :mod:`gemred.primitives.wcs_check`),
-``detectSources`` (per array, positions through the static distortion model),
+``detectSources`` (per array, positions through the static distortion model; the frames'
+own catalogues from :func:`add_source_catalogs` where they have them),
 ``adjustWCSToReference`` (:func:`gemred.distortion.align_geometries`),
 ``resampleToCommonFrame`` (all arrays of all frames onto one North-up grid,
 :func:`gemred.distortion.resample_to_grid`), ``scaleCountsToReference`` and
@@ -52,6 +53,7 @@ from gemred.stacking import stack_files
 __all__ = [
     "ALIGN_DEFAULTS",
     "STACK_DEFAULTS",
+    "add_source_catalogs",
     "detect_frame",
     "ZP_APERTURE_ARCSEC",
     "stack_gsaoi",
@@ -105,16 +107,42 @@ def detect_frame(frame: Frame, geom: FrameGeometry, *, detect: Mapping | None = 
     list of astropy.table.Table
         One OBJCAT per extension (see :func:`gemred.detection.detect_sources`).
     """
-    catalogs = []
-    for index, ext in enumerate(frame):
-        cat = detect_sources(ext, **detect_options(detect))
+    return _sky_positions([detect_sources(ext, **detect_options(detect)) for ext in frame], geom)
+
+
+def _sky_positions(catalogs: list[Table], geom: FrameGeometry) -> list[Table]:
+    """The catalogues with RA/DEC of their X_IMAGE/Y_IMAGE through ``geom``, in place."""
+    for index, cat in enumerate(catalogs):
         if len(cat):
             ra, dec = pixel_to_sky(
                 geom, index, np.asarray(cat["X_IMAGE"], float) - 1.0, np.asarray(cat["Y_IMAGE"], float) - 1.0
             )
             cat["RA"], cat["DEC"] = ra, dec
-        catalogs.append(cat)
     return catalogs
+
+
+def add_source_catalogs(frame: Frame, *, detect: Mapping | None = None) -> Frame:
+    """Give every array of a sky-subtracted GSAOI frame its OBJCAT (DRAGONS ``detectSources``).
+
+    The catalogues are made where the frame is (each frame in its own workflow job), so that
+    :func:`stack_gsaoi` reads them instead of detecting the sources of every frame itself.
+
+    Parameters
+    ----------
+    frame : Frame
+        A sky-subtracted GSAOI frame.
+    detect : mapping, optional
+        ``detectSources`` parameters (DRAGONS names).
+
+    Returns
+    -------
+    Frame
+        The same frame, each extension's ``objcat`` set (RA/DEC through the distortion model
+        of the frame's own WCS).
+    """
+    for ext, cat in zip(frame, detect_frame(frame, frame_geometry(frame), detect=detect), strict=True):
+        ext.objcat = cat
+    return frame
 
 
 def _fluxes(cat: Table) -> np.ndarray:
@@ -182,16 +210,39 @@ def _header_shell(path: Path) -> Frame:
     return Frame(phu, extensions, root_name(path, phu))
 
 
+def _catalogue_shell(path: Path) -> Frame | None:
+    """A frame's headers and the OBJCAT of every array, with zero-stride placeholder pixels
+    of the arrays' shapes; None unless every array has an OBJCAT."""
+    with open_raw(path, memmap=True) as hdul:
+        phu = hdul[0].header.copy()
+        sci = sorted((hdu for hdu in hdul[1:] if hdu.name == "SCI"), key=lambda hdu: hdu.ver)
+        objcats = {hdu.ver: hdu for hdu in hdul[1:] if hdu.name == "OBJCAT"}
+        if not sci or any(hdu.ver not in objcats for hdu in sci):
+            return None
+        extensions = []
+        for hdu in sci:
+            shape = (int(hdu.header["NAXIS2"]), int(hdu.header["NAXIS1"]))
+            pixels = np.broadcast_to(np.float32(0), shape)
+            extensions.append(Extension(pixels, hdu.header.copy(), objcat=Table.read(objcats[hdu.ver])))
+    return Frame(phu, extensions, root_name(path, phu))
+
+
 def _measure(
     path: Path, header: list, detect: Mapping | None, max_sources: int | None
 ) -> tuple[FrameGeometry, list[Table], tuple[float, float]]:
     """Geometry, source catalogues (the ``max_sources`` brightest, or all with None) and
-    telescope offsets of one frame, its headers checked."""
-    frame = read_frame(path, tables=False)
+    telescope offsets of one frame, its headers checked. The catalogues are the frame's own
+    OBJCATs where every array has one (the workflow's sky step makes them), with RA/DEC
+    through the checked geometry; otherwise its sources are detected here."""
+    shell = _catalogue_shell(path)
+    frame = shell if shell is not None else read_frame(path, tables=False)
     for ext, checked in zip(frame, header, strict=True):
         ext.header = checked
     geom = frame_geometry(frame)
-    found = detect_frame(frame, geom, detect=detect)
+    if shell is not None:
+        found = _sky_positions([ext.objcat for ext in frame], geom)
+    else:
+        found = detect_frame(frame, geom, detect=detect)
     return geom, found if max_sources is None else _brightest(found, max_sources), _offsets(frame)
 
 
@@ -257,7 +308,8 @@ def stack_gsaoi(
     stack : mapping, optional
         :func:`~gemred.stacking.stack_files` options over :data:`STACK_DEFAULTS`.
     detect : mapping, optional
-        ``detectSources`` parameters.
+        ``detectSources`` parameters, for the stack and for frames without an OBJCAT on
+        every array (a frame's own catalogues are used as they are).
     magnitude : float, optional
         Catalogue magnitude of a standard star in the frames' filter: the zero point is
         measured on the stack (:func:`zero_point`) and written to its primary header.
