@@ -95,9 +95,19 @@ def _private_mb(proc) -> float:
 
 
 def _cpu_seconds(proc) -> float:
-    """User plus system CPU seconds of a psutil process so far (all its threads)."""
+    """User plus system CPU seconds of a psutil process so far (all its threads), with those of
+    its child processes that have ended (a job's worker processes, once its pool is closed)."""
     times = proc.cpu_times()
-    return times.user + times.system
+    return times.user + times.system + times.children_user + times.children_system
+
+
+def cpu_floor_line(results: dict) -> str:
+    """The wall time the run's CPU seconds allow on its cores (every core busy throughout)."""
+    cpu = sum(job["cpu_s"] for job in results["workflow"]["jobs"]) + results["workflow"]["cpu_s"]
+    cores = results["cores"]
+    floor = cpu / cores
+    return (f"CPU-bound floor: {cpu:.1f} CPU s / {cores} cores = {floor:.1f} s; the run took "
+            f"{results['workflow']['seconds'] / floor:.2f}x that")
 
 
 def run_monitored(cmd: list[str], cwd: Path, log_path: Path) -> dict:
@@ -488,8 +498,10 @@ def print_report(results: dict) -> None:
     jobs_cpu = sum(job["cpu_s"] for job in results["workflow"]["jobs"])
     print(f"CPU seconds: all jobs {jobs_cpu:.1f}, snakemake itself {results['workflow']['cpu_s']:.1f}, "
           f"ccdproc baseline {results['baseline']['cpu_s']:.1f}")
+    print(cpu_floor_line(results))
     print("(logged s: sum of 'done in' over the rule's jobs; process s: sum of job process lifetimes, "
-          "with interpreter start-up and imports; CPU s: user + system of the rule's jobs, polled; "
+          "with interpreter start-up and imports; CPU s: user + system of the rule's jobs and their "
+          "ended worker processes, polled; "
           "peak MB: largest VmHWM, mapped input files included; anon MB: largest private RssAnon seen)")
 
 

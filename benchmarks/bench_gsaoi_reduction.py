@@ -44,6 +44,7 @@ from bench_gmos_reduction import (  # noqa: E402  (the benchmarks folder is not 
     BIN,
     DONE,
     REPO,
+    cpu_floor_line,
     load_average,
     measure_run,
     run_monitored,
@@ -186,9 +187,11 @@ def print_report(results: dict) -> None:
         )
     jobs_cpu = sum(job["cpu_s"] for job in jobs)
     print(f"CPU seconds: all jobs {jobs_cpu:.1f}, snakemake itself {results['workflow']['cpu_s']:.1f}")
+    print(cpu_floor_line(results))
     print(
         "(logged s: sum of 'done in' over the rule's jobs; process s: sum of job process lifetimes, "
-        "with interpreter start-up and imports; CPU s: user + system of the rule's jobs, polled; "
+        "with interpreter start-up and imports; CPU s: user + system of the rule's jobs and their "
+        "ended worker processes, polled; "
         "peak MB: largest VmHWM, mapped input files included; anon MB: largest private RssAnon seen)"
     )
     if "stack_memory" in results:
