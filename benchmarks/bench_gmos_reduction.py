@@ -94,11 +94,13 @@ def _private_mb(proc) -> float:
     return float("nan") if private is None else private
 
 
-def _cpu_seconds(proc) -> float:
-    """User plus system CPU seconds of a psutil process so far (all its threads), with those of
-    its child processes that have ended (a job's worker processes, once its pool is closed)."""
+def _cpu_seconds(proc, *, children: bool = False) -> float:
+    """User plus system CPU seconds of a psutil process so far (all its threads); with
+    ``children``, also those of its child processes that have ended (a job's worker
+    processes, once its pool is closed)."""
     times = proc.cpu_times()
-    return times.user + times.system + times.children_user + times.children_system
+    own = times.user + times.system
+    return own + times.children_user + times.children_system if children else own
 
 
 def cpu_floor_line(results: dict) -> str:
@@ -148,7 +150,7 @@ def run_monitored(cmd: list[str], cwd: Path, log_path: Path) -> dict:
                     tree_rss += child.memory_info().rss / 2**20
                     peak = _peak_rss_mb(child)
                     private = _private_mb(child)
-                    cpu = _cpu_seconds(child)
+                    cpu = _cpu_seconds(child, children=True)
                 except psutil.Error:
                     continue
                 key = names[child.pid]
