@@ -44,7 +44,6 @@ from gemred.instruments import gsaoi
 from gemred.io import GemredInputError
 from gemred.resample import dq_footprint, fill_flagged, grow_flags, noise_factor
 from gemred.sections import parse_section
-from gemred.sky import linked_groups
 
 __all__ = [
     "FrameGeometry",
@@ -569,6 +568,10 @@ def common_grid(geometries: Sequence[FrameGeometry], *, pixel_scale: float | Non
 
 def _cluster(boxes: np.ndarray) -> list[list[int]]:
     """Groups of boxes (y0, x0, y1, x1) that overlap once grown by ``_TILE_JOIN / 2``."""
+    # Imported here: gemred.sky brings pandas (0.2 s), which the jobs that only detect or
+    # resample through this module do not need.
+    from gemred.sky import linked_groups
+
     a, b = boxes[:, None, :], boxes[None, :, :]
     grow = _TILE_JOIN / 2
     overlap = (
