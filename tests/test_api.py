@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -178,6 +179,23 @@ def test_rerun_reuses_the_cached_products(tutorial) -> None:
     assert "Nothing to be done" in again.stderr
     assert cached.stat().st_mtime_ns == before
     assert json.loads(again.stdout.splitlines()[-1]) == ["N20170614S0201_image.fits"]
+
+
+def test_the_workflow_leaves_the_callers_timers_alone(tutorial) -> None:
+    """The Snakefile cancels Snakemake's scheduler wake-up when a run ends, so that the command
+    returns at once; a timer of the program that runs Reduce (in its own Python) is not touched.
+    A copy of the science playground without the stack makes the stack job run."""
+    playground = tutorial["science"].parent / "playground_timers"
+    shutil.copytree(tutorial["science"], playground, symlinks=True)
+    (playground / ".gemred" / "products" / "science" / "N20170614S0201_image.fits").unlink()
+    program = SCIENCE_PROGRAM.replace(
+        "reduce_science = Reduce()",
+        "import threading\nmine = threading.Timer(600, print)\nmine.start()\nreduce_science = Reduce()",
+    )
+    program += "print(json.dumps(not mine.finished.is_set()))\nmine.cancel()\n"
+    run = _python(program, playground, tutorial["db"])
+    assert "stack_science" in run.stderr
+    assert json.loads(run.stdout.splitlines()[-1]) is True
 
 
 def test_cli_reduce_with_user_cal_and_parameters(tutorial, tmp_path) -> None:

@@ -451,7 +451,11 @@ def gsaoi_targets():
 
 
 def cancel_scheduler_timers():
-    """Cancel pending ``threading.Timer`` threads (Snakemake's scheduler wake-ups)."""
+    """Cancel Snakemake's pending scheduler wake-ups (``threading.Timer`` threads running a
+    function of Snakemake's), leaving any other timer of the process (the Reduce API runs the
+    workflow inside the caller's Python) alone."""
     for thread in threading.enumerate():
         if isinstance(thread, threading.Timer):
-            thread.cancel()
+            owner = getattr(thread.function, "__module__", None) or ""
+            if owner.startswith("snakemake."):
+                thread.cancel()
