@@ -1,6 +1,7 @@
 """Tests of gemred.io: frames read from files as they were written, in memory or memory-mapped."""
 
 import numpy as np
+import pytest
 from astropy.io import fits
 
 from gemred.frame import Extension, Frame
@@ -69,3 +70,26 @@ def test_frame_read_without_tables_has_the_same_pixels_and_no_tables(tmp_path):
         np.testing.assert_array_equal(a.sci, b.sci)
         np.testing.assert_array_equal(a.var, b.var)
         np.testing.assert_array_equal(a.dq, b.dq)
+
+
+def test_catalogues_are_read_by_extension_without_the_pixels(tmp_path):
+    from astropy.table import Table
+
+    from gemred.io import GemredInputError, read_catalogues
+
+    path = _processed(tmp_path)
+    with fits.open(path, mode="append") as hdul:
+        objcat = fits.table_to_hdu(Table({"NUMBER": [1, 2, 3], "X_IMAGE": [3.0, 4.0, 5.0]}))
+        objcat.name, objcat.ver = "OBJCAT", 2
+        hdul.append(objcat)
+    frame = read_catalogues(path)
+    assert frame.root == "S20170505S0095" and frame.phu["OBJECT"] == "test"
+    assert [ext.shape for ext in frame] == [(6, 7), (6, 7)]
+    assert all(ext.sci.strides == (0, 0) for ext in frame)  # placeholders: no pixels read
+    assert frame[0].objcat is None and list(frame[1].objcat["NUMBER"]) == [1, 2, 3]
+    assert frame[1].header["BUNIT"] == "electron"
+    bare = tmp_path / "bare.fits"
+    phu = fits.PrimaryHDU(header=fits.Header({"INSTRUME": "GSAOI"}))
+    fits.HDUList([phu, fits.ImageHDU(np.zeros((2, 2)))]).writeto(bare)
+    with pytest.raises(GemredInputError, match="no SCI extension"):
+        read_catalogues(bare)

@@ -26,6 +26,7 @@ from gemred.frame import Extension, Frame
 __all__ = [
     "GemredInputError",
     "read_frame",
+    "read_catalogues",
     "read_bpm",
     "root_name",
     "write_frame",
@@ -363,7 +364,6 @@ def read_frame(path: str | os.PathLike, *, memmap: bool = False, tables: bool = 
         If the file is missing, corrupt, truncated or not from a supported instrument.
     """
     path = Path(path)
-    read_tables = tables
 
     def pixels(hdu: fits.ImageHDU) -> np.ndarray:
         return _scaled_map(hdu) if memmap else hdu.data
@@ -372,16 +372,16 @@ def read_frame(path: str | os.PathLike, *, memmap: bool = False, tables: bool = 
         phu = hdul[0].header.copy()
         named = any(h.name in ("SCI", "VAR", "DQ") for h in hdul[1:])
         extensions: dict[int, Extension] = {}
-        tables: dict[str, Table] = {}
+        other_tables: dict[str, Table] = {}
         objcats: dict[int, Table] = {}
         for index, hdu in enumerate(hdul[1:], start=1):
             if isinstance(hdu, fits.BinTableHDU):
-                if not read_tables:
+                if not tables:
                     continue
                 if hdu.name == "OBJCAT":
                     objcats[hdu.ver] = Table.read(hdu)
                 else:
-                    tables[hdu.name] = Table.read(hdu)
+                    other_tables[hdu.name] = Table.read(hdu)
                 continue
             if hdu.data is None:
                 continue
@@ -407,7 +407,36 @@ def read_frame(path: str | os.PathLike, *, memmap: bool = False, tables: bool = 
     if not extensions:
         msg = f"{path}: no image data found"
         raise GemredInputError(msg)
-    return Frame(phu, [extensions[k] for k in sorted(extensions)], root_name(path, phu), tables)
+    return Frame(phu, [extensions[k] for k in sorted(extensions)], root_name(path, phu), other_tables)
+
+
+def read_catalogues(path: str | os.PathLike) -> Frame:
+    """A processed file's headers and source catalogues, without its pixels.
+
+    For steps that need only where the sources are, such as alignment: each ``SCI`` extension
+    becomes an :class:`~gemred.frame.Extension` with its header, zero-stride placeholder pixels
+    of its shape (no memory) and the ``OBJCAT`` of its ``EXTVER`` (None where there is none).
+    No other table is read.
+
+    Raises
+    ------
+    GemredInputError
+        If the file is unreadable or has no ``SCI`` extension.
+    """
+    path = Path(path)
+    with open_raw(path, memmap=True) as hdul:
+        phu = hdul[0].header.copy()
+        objcats = {hdu.ver: hdu for hdu in hdul[1:] if hdu.name == "OBJCAT"}
+        extensions = []
+        for hdu in sorted((hdu for hdu in hdul[1:] if hdu.name == "SCI"), key=lambda hdu: hdu.ver):
+            shape = (int(hdu.header["NAXIS2"]), int(hdu.header["NAXIS1"]))
+            objcat = Table.read(objcats[hdu.ver]) if hdu.ver in objcats else None
+            pixels = np.broadcast_to(np.float32(0), shape)
+            extensions.append(Extension(pixels, hdu.header.copy(), objcat=objcat))
+    if not extensions:
+        msg = f"{path}: no SCI extension; give a processed (mosaicked or sky-subtracted) frame"
+        raise GemredInputError(msg)
+    return Frame(phu, extensions, root_name(path, phu))
 
 
 def _scaled_map(hdu: fits.ImageHDU) -> np.ndarray:

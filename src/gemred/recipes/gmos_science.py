@@ -13,15 +13,11 @@ import logging
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from os import PathLike
-from pathlib import Path
-
-import numpy as np
-from astropy.table import Table
 
 from gemred.alignment import adjust_wcs_to_reference
 from gemred.detection import detect_sources
 from gemred.frame import Extension, Frame
-from gemred.io import open_raw, read_frame, root_name
+from gemred.io import read_catalogues, read_frame
 from gemred.mosaic import mosaic_gmos
 from gemred.preview import write_preview
 from gemred.primitives.cosmic_rays import flag_cosmic_rays_by_stacking
@@ -106,17 +102,6 @@ def make_fringe(
     return make_fringe_frame(frames, detect=detect_options(detect), **dict(options or {}))
 
 
-def _catalogue_frame(path: PathLike) -> Frame:
-    """A mosaic file's headers and OBJCAT, with a zero-stride placeholder for its pixels."""
-    with open_raw(path, memmap=True) as hdul:
-        phu = hdul[0].header.copy()
-        header = hdul["SCI"].header.copy()
-        objcat = Table.read(hdul["OBJCAT"]) if "OBJCAT" in hdul else None
-    shape = (int(header["NAXIS2"]), int(header["NAXIS1"]))
-    ext = Extension(np.broadcast_to(np.float32(0), shape), header, objcat=objcat)
-    return Frame(phu, [ext], root_name(Path(path), phu))
-
-
 def stack_science(
     mosaics: Sequence[Frame | PathLike],
     *,
@@ -156,7 +141,7 @@ def stack_science(
         mosaic = mosaics[index]
         return mosaic[0] if isinstance(mosaic, Frame) else read_frame(mosaic, tables=False)[0]
 
-    frames = [m if isinstance(m, Frame) else _catalogue_frame(m) for m in mosaics]
+    frames = [m if isinstance(m, Frame) else read_catalogues(m) for m in mosaics]
     frames = adjust_wcs_to_reference(frames, **dict(align or {}))
     frames = resample_to_reference(frames, pixels=pixels, **dict(resample or {}))
     frames = flag_cosmic_rays_by_stacking(frames, detect=detect_options(detect), **dict(cosmic_rays or {}))

@@ -42,7 +42,7 @@ from gemred.distortion import (
     resample_to_grid,
 )
 from gemred.frame import Extension, Frame
-from gemred.io import GemredInputError, open_raw, read_frame, root_name, write_frame
+from gemred.io import GemredInputError, open_raw, read_catalogues, read_frame, root_name, write_frame
 from gemred.primitives.scaling import scale_counts_to_reference
 from gemred.primitives.wcs_check import check_wcs
 from gemred.recipes.gmos_science import detect_options
@@ -210,23 +210,6 @@ def _header_shell(path: Path) -> Frame:
     return Frame(phu, extensions, root_name(path, phu))
 
 
-def _catalogue_shell(path: Path) -> Frame | None:
-    """A frame's headers and the OBJCAT of every array, with zero-stride placeholder pixels
-    of the arrays' shapes; None unless every array has an OBJCAT."""
-    with open_raw(path, memmap=True) as hdul:
-        phu = hdul[0].header.copy()
-        sci = sorted((hdu for hdu in hdul[1:] if hdu.name == "SCI"), key=lambda hdu: hdu.ver)
-        objcats = {hdu.ver: hdu for hdu in hdul[1:] if hdu.name == "OBJCAT"}
-        if not sci or any(hdu.ver not in objcats for hdu in sci):
-            return None
-        extensions = []
-        for hdu in sci:
-            shape = (int(hdu.header["NAXIS2"]), int(hdu.header["NAXIS1"]))
-            pixels = np.broadcast_to(np.float32(0), shape)
-            extensions.append(Extension(pixels, hdu.header.copy(), objcat=Table.read(objcats[hdu.ver])))
-    return Frame(phu, extensions, root_name(path, phu))
-
-
 def _measure(
     path: Path, header: list, detect: Mapping | None, max_sources: int | None
 ) -> tuple[FrameGeometry, list[Table], tuple[float, float]]:
@@ -234,12 +217,14 @@ def _measure(
     telescope offsets of one frame, its headers checked. The catalogues are the frame's own
     OBJCATs where every array has one (the workflow's sky step makes them), with RA/DEC
     through the checked geometry; otherwise its sources are detected here."""
-    shell = _catalogue_shell(path)
-    frame = shell if shell is not None else read_frame(path, tables=False)
+    frame = read_catalogues(path)
+    catalogued = all(ext.objcat is not None for ext in frame)
+    if not catalogued:
+        frame = read_frame(path, tables=False)
     for ext, checked in zip(frame, header, strict=True):
         ext.header = checked
     geom = frame_geometry(frame)
-    if shell is not None:
+    if catalogued:
         found = _sky_positions([ext.objcat for ext in frame], geom)
     else:
         found = detect_frame(frame, geom, detect=detect)
