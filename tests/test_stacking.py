@@ -14,7 +14,14 @@ from astropy.io import fits
 from gemred import dq as DQ
 from gemred.frame import Extension, Frame
 from gemred.io import read_frame, write_frame
-from gemred.stacking import DQ_HIERARCHY, level_offsets, stack_arrays, stack_files, stack_frames
+from gemred.stacking import (
+    DQ_HIERARCHY,
+    clipped_median,
+    level_offsets,
+    stack_arrays,
+    stack_files,
+    stack_frames,
+)
 
 # --------------------------------------------------------------------------------------------
 # A straightforward reference: loop over pixels, plain Python/numpy in float64.
@@ -340,6 +347,25 @@ def test_zero_and_scale_recover_injected_levels():
     assert np.abs(stacked[1].sci / base[1] - 1)[good].mean() < 0.002
     # VAR is scaled with the data: every input now has VAR 1, so the stack has about 1/N.
     assert np.median(stacked[1].var) == pytest.approx(1 / 5, rel=0.05)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_clipped_median_is_astropys_sigma_clipped_median(dtype):
+    from astropy.stats import sigma_clipped_stats
+
+    rng = np.random.default_rng(11)
+    for size, sources in [(200_001, 5000), (50_000, 20_000), (999, 0), (2, 0)]:
+        values = rng.normal(4870.0, 30.0, size)
+        values[:sources] += rng.exponential(400.0, sources)
+        values = values.astype(dtype)
+        for sigma, maxiters in [(3.0, 10), (2.0, 1), (2.5, 3)]:
+            expected = float(sigma_clipped_stats(values, sigma=sigma, maxiters=maxiters)[1])
+            assert clipped_median(values, sigma=sigma, maxiters=maxiters) == expected
+        if sources:
+            # Sources pull the plain median up; the clipping takes much of that away.
+            assert float(np.median(values)) - clipped_median(values) > 0.5
+    assert np.isnan(clipped_median(np.array([], dtype)))
+    assert clipped_median(np.arange(10)) == 4.5
 
 
 def test_stack_frames_output():

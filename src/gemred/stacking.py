@@ -47,6 +47,7 @@ __all__ = [
     "stack_frames",
     "stack_files",
     "level_offsets",
+    "clipped_median",
 ]
 
 OPERATIONS = ("mean", "wtmean", "median", "lmedian")
@@ -568,6 +569,69 @@ def level_offsets(
             value = float(np.median(a) / np.median(b)) if np.median(b) != 0 else np.nan
             scales[-1] = value if np.isfinite(value) and value > 0 else 1.0
     return np.array(scales, dtype=np.float64), np.array(offsets, dtype=np.float64)
+
+
+def clipped_median(values: np.ndarray, *, sigma: float = 3.0, maxiters: int = 10) -> float:
+    """Median of ``values`` after iterative sigma clipping about the median.
+
+    The median of :func:`astropy.stats.sigma_clipped_stats` (``cenfunc="median"``,
+    ``stdfunc="std"``, no axis): each iteration keeps the values within ``sigma`` standard
+    deviations of the kept values' median, until none is dropped or ``maxiters`` is reached;
+    the last bounds then select from all the values. Here the values are sorted once, the
+    kept values are an index range of the sorted array, and their mean and standard deviation
+    come from cumulative sums, so each iteration costs a few look-ups instead of a partition
+    of the whole array (several times faster on a million values).
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        Finite values, any shape (flattened); integers are taken as floats.
+    sigma : float
+        Clipping threshold, in standard deviations, both sides.
+    maxiters : int
+        Most clipping iterations.
+
+    Returns
+    -------
+    float
+        The clipped median (NaN for no values).
+    """
+    ordered = np.sort(np.asarray(values, dtype=np.result_type(values, np.float32)), axis=None)
+    n = ordered.size
+    if n == 0:
+        return float("nan")
+    # Sums of values less the middle one: no precision lost to a large common level.
+    centred = ordered.astype(np.float64)
+    centred -= centred[n // 2]
+    sums = np.zeros(n + 1)
+    np.cumsum(centred, out=sums[1:])
+    np.square(centred, out=centred)
+    squares = np.zeros(n + 1)
+    np.cumsum(centred, out=squares[1:])
+
+    kind = ordered.dtype.type
+
+    def median(lo: int, hi: int) -> np.floating:
+        m = hi - lo
+        return (ordered[lo + (m - 1) // 2] + ordered[lo + m // 2]) / kind(2)
+
+    lo, hi = 0, n
+    for _ in range(max(1, maxiters)):
+        m = hi - lo
+        mean = (sums[hi] - sums[lo]) / m
+        # In the values' precision, as astropy's bounds are.
+        std = kind(np.sqrt(max((squares[hi] - squares[lo]) / m - mean * mean, 0.0)))
+        centre = median(lo, hi)
+        low, high = centre - std * kind(sigma), centre + std * kind(sigma)
+        kept = (
+            max(lo, int(np.searchsorted(ordered, low, "left"))),
+            min(hi, int(np.searchsorted(ordered, high, "right"))),
+        )
+        if kept == (lo, hi) or kept[1] <= kept[0]:
+            break
+        lo, hi = kept
+    lo, hi = int(np.searchsorted(ordered, low, "left")), int(np.searchsorted(ordered, high, "right"))
+    return float(median(lo, hi)) if hi > lo else float("nan")
 
 
 #: Reads some rows (a slice or an index array) of extension ``ext`` of every input, or of the
