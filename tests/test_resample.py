@@ -16,6 +16,7 @@ from gemred.frame import Extension, Frame
 from gemred.mosaic import mosaic_gmos
 from gemred.resample import (
     fill_flagged,
+    noise_factor,
     resample_arrays,
     resample_to_reference,
     variance_correlation,
@@ -117,6 +118,28 @@ def test_dead_column_through_a_star_leaves_the_good_pixels_unbiased(matrix):
     # Left unfilled, the column biased the good pixels by +0.5% of the star's flux.
     assert abs(diff.sum()) < 5e-4, f"dead column biases the star's flux by {diff.sum():.3%}"
     assert np.abs(diff).sum() < 1e-3
+
+
+def test_noise_factor_is_the_sum_of_the_squared_interpolation_weights():
+    """The interpolation weights of each input pixel, read off the interpolation of unit
+    impulses by scipy.ndimage (spline prefilter included), squared and summed."""
+    from scipy import ndimage
+
+    positions = np.array([0.0, 0.5, 1e-3, 0.25, 0.37, 0.8, 0.999, 7.62, -3.3, 1234.5])
+    size = 41
+    for order in (3, 1):
+        weights = np.zeros((size, positions.size))
+        for k in range(size):
+            impulse = np.zeros(size)
+            impulse[k] = 1.0
+            at = size // 2 + positions % 1.0
+            weights[k] = ndimage.map_coordinates(impulse, at[np.newaxis], order=order, mode="mirror")
+        expected = (weights**2).sum(axis=0)
+        found = noise_factor(positions, order)
+        assert found.dtype == np.float32
+        np.testing.assert_allclose(found, expected, rtol=2e-6, atol=0)
+    assert noise_factor(np.array([0.5]), 3)[0] == pytest.approx(0.7561, abs=1e-4)
+    assert noise_factor(np.array([0.5]), 1)[0] == 0.5
 
 
 @pytest.mark.parametrize("interpolant", ["poly3", "linear"])

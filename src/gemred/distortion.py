@@ -745,11 +745,7 @@ def resample_to_grid(
                 region = (slice(wy + r0, wy + r1), slice(wx, wx + window[3]))
                 np.copyto(out_sci[region], values[0] * factor, where=covered)
                 if len(values) > 1:
-                    kept = (
-                        (noise_factor(py, order) * noise_factor(px, order)).astype(np.float32)
-                        if order
-                        else 1.0
-                    )
+                    kept = noise_factor(py, order) * noise_factor(px, order) if order else 1.0
                     var_out = np.maximum(values[1], 0.0) * factor * factor * kept
                     np.copyto(out_var[region], var_out, where=covered)
                     correlation[tile_index] += (
