@@ -561,12 +561,15 @@ def level_offsets(
         good = ref_good & np.isfinite(sci) & (True if dq is None else dq == 0)
         if not good.any():
             continue
-        a, b = ref[good].astype(np.float64), sci[good].astype(np.float64)
+        a, b = ref[good], sci[good]
         if zero:
+            # In the pixels' own precision: the difference of two floats within a factor of
+            # two of each other (any background pixel) is exact.
             value = float(np.median(a - b))
             offsets[-1] = value if np.isfinite(value) else 0.0
         else:
-            value = float(np.median(a) / np.median(b)) if np.median(b) != 0 else np.nan
+            ma, mb = float(np.median(a)), float(np.median(b))
+            value = ma / mb if mb != 0 else np.nan
             scales[-1] = value if np.isfinite(value) and value > 0 else 1.0
     return np.array(scales, dtype=np.float64), np.array(offsets, dtype=np.float64)
 
