@@ -110,6 +110,10 @@ def test_products_are_named_and_placed_as_dragons_does(reduced):
             assert len(sci) == 4  # one tile per field corner
             assert all(hdu.header["BUNIT"] == "electron" for hdu in sci)
             assert hdul[0].header["NCOMBINE"] == (9 if name == SCIENCE else 4)
+    # The stack job, the longest, logs its progress frame by frame.
+    log = (products / "logs" / "gsaoi_stack" / f"{SCIENCE}.log").read_text()
+    assert [f"{SCIENCE}: resampled frames {k}/9" in log for k in range(1, 10)] == [True] * 9
+    assert f"{SCIENCE}: stacking 9 resampled frames" in log
 
 
 def _matched(stack, stars, *, exptime=EXPTIME, min_counts=3e4, isolation=10.0, share=0.1, sigma=1.5):

@@ -249,18 +249,30 @@ def _resample(
     return out, [(variance_weight(ext), float(ext.header.get("VARCORR", 1.0))) for ext in frame]
 
 
-def _per_frame(func, *iterables) -> list:
+def _per_frame(func, *iterables, progress: str | None = None) -> list:
     """``[func(*args) for args in zip(*iterables)]``, :data:`_FRAMES_IN_FLIGHT` frames at a time.
 
     Each frame is processed alone in a forked worker process (not a thread: astropy's FITS
     code changes the process-wide warning filters while it reads), so the results are the
-    same whatever the number of workers.
+    same whatever the number of workers. With ``progress``, each result is logged as
+    ``"<progress> k/n"`` as it arrives.
     """
+    arguments = [list(values) for values in iterables]
+    total = len(arguments[0]) if arguments else 0
+
+    def collect(results) -> list:
+        done = []
+        for result in results:
+            done.append(result)
+            if progress:
+                log.info("%s %d/%d", progress, len(done), total)
+        return done
+
     if _FRAMES_IN_FLIGHT <= 1:
-        return list(map(func, *iterables))
+        return collect(map(func, *arguments))
     context = multiprocessing.get_context("fork")
     with ProcessPoolExecutor(_FRAMES_IN_FLIGHT, mp_context=context) as pool:
-        return list(pool.map(func, *iterables))
+        return collect(pool.map(func, *arguments))
 
 
 def stack_gsaoi(
@@ -378,11 +390,13 @@ def stack_gsaoi(
             [reference] * n,
             [folder] * n,
             [resample_options] * n,
+            progress=f"{geometries[0].root}: resampled frames",
         )
         resampled = [path for path, _ in done]
         # Per tile, each frame's VAR weight and VARCORR, for the stack's VARCORR.
         weights = [[shares[index][0] for _, shares in done] for index in range(len(grid.tiles))]
         factors = [[shares[index][1] for _, shares in done] for index in range(len(grid.tiles))]
+        log.info("%s: stacking %d resampled frames", geometries[0].root, n)
         stacked = stack_files(resampled, **stack_options)
     stacked.root = geometries[0].root
     for ext, tile_weights, tile_factors in zip(stacked, weights, factors, strict=True):
