@@ -338,16 +338,6 @@ def gsaoi_row(frame):
     return rows.iloc[0].to_dict()
 
 
-def gsaoi_priority(wildcards):
-    """Scheduling priority of a GSAOI job: the number of object frames of its group. The
-    largest group's jobs go first, so its stack, the longest job, starts early, and the jobs
-    of smaller groups run on the core it leaves free instead of before it."""
-    group = (
-        getattr(wildcards, "group", None) or gsaoi_row(wildcards.gsaoi_frame)["group"]
-    )
-    return len(members(group, ["science", "standard"]))
-
-
 def gsaoi_flat_for(group, role):
     explicit = config["calibrations"]["processed_flat"]
     return explicit or made_or_stored("lamp_flat", group, [role])

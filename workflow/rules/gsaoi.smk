@@ -32,7 +32,6 @@ rule gsaoi_calibrate:
         f"{OUTDIR}/frames/{{gsaoi_frame}}_flatCorrected.fits",
     log:
         f"{OUTDIR}/logs/gsaoi_calibrate/{{gsaoi_frame}}.log",
-    priority: gsaoi_priority
     group:
         "gsaoi_calibrated"
     conda:
@@ -50,7 +49,6 @@ rule gsaoi_sky_mask:
         temp(f"{OUTDIR}/frames/{{gsaoi_frame}}_skyMask.fits"),
     log:
         f"{OUTDIR}/logs/gsaoi_sky_mask/{{gsaoi_frame}}.log",
-    priority: gsaoi_priority
     group:
         "gsaoi_sky_masks"
     conda:
@@ -70,7 +68,6 @@ rule gsaoi_sky:
         subtracted=f"{OUTDIR}/frames/{{gsaoi_frame}}_skySubtracted.fits",
     log:
         f"{OUTDIR}/logs/gsaoi_sky/{{gsaoi_frame}}.log",
-    priority: gsaoi_priority
     group:
         "gsaoi_skies"
     conda:
@@ -92,7 +89,6 @@ rule gsaoi_stack:
         f"{OUTDIR}/logs/gsaoi_stack/{{group}}.log",
     wildcard_constraints:
         group=gsaoi_group_pattern(["science", "standard"]),
-    priority: gsaoi_priority
     conda:
         "../../environment.yml"
     params:
