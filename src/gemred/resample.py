@@ -160,7 +160,7 @@ def noise_factor(frac: np.ndarray, order: int = 3) -> np.ndarray:
     -------
     numpy.ndarray
         float32, ``sum(w_i**2)`` of the weights the interpolant gives the input pixels: 1 at
-        0, 0.7596 (cubic) or 0.5 (linear) at a half-pixel shift.
+        0, 0.7561 (cubic) or 0.5 (linear) at a half-pixel shift.
     """
     frac = np.asarray(frac)
     f = (frac - np.floor(frac)).astype(np.float32)
