@@ -28,6 +28,6 @@ def scale_counts_to_reference(frames: list[Frame]) -> list[Frame]:
                 if ext.var is not None:
                     ext.var = ext.var * np.float32(factor * factor)
         copy.phu["ORIGTEXP"] = (exptime, "Exposure time before scaling")
-        copy.phu["EXPTIME"] = (reference, "Exposure time (s) after scaling to the reference")
+        copy.phu["EXPTIME"] = (reference, "Exposure time (s), scaled to the reference")
         out.append(copy)
     return out
