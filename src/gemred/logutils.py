@@ -83,6 +83,13 @@ def run_job(smk, main, *, calibration: bool = False) -> None:
         The job's outputs are processed calibrations: unless the config says
         ``calibrations: store: false``, they are added to the calibration database
         (``calibrations: caldb``) in one transaction once made.
+
+    Notes
+    -----
+    On success the job's process ends here (exit status 0) once its log and standard streams
+    are flushed, without the interpreter's teardown: clearing the modules of numpy, astropy and
+    scipy and collecting what the job made takes about 0.15 s, in each of the dozens of jobs
+    of a reduction, for nothing that Snakemake reads. A failure raises as usual.
     """
     import time
 
@@ -102,6 +109,19 @@ def run_job(smk, main, *, calibration: bool = False) -> None:
         logger.exception("rule %s failed", smk.rule)
         raise
     logger.info("rule %s done in %.2f s", smk.rule, time.perf_counter() - start)
+    _end_process()
+
+
+def _end_process() -> None:
+    """Exit with status 0 now, skipping the interpreter's teardown (see :func:`run_job`).
+
+    Files, executors and database connections are closed by the ``with`` blocks that opened
+    them; only the logging handlers and the standard streams are left to flush.
+    """
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _store(smk, logger: logging.Logger) -> None:

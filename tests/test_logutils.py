@@ -1,0 +1,74 @@
+"""Tests of gemred.logutils.run_job, the wrapper of every workflow script, in a process of its
+own as Snakemake runs it: its log, its exit status, and what it leaves on success or failure."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    from types import SimpleNamespace
+
+    from gemred.logutils import run_job
+
+    class Params(dict):
+        def items(self):
+            return super().items()
+
+    out, log, fail = sys.argv[1], sys.argv[2], sys.argv[3] == "fail"
+    smk = SimpleNamespace(
+        rule="demo_rule", input=[], output=[out], log=[log], params=Params(order=3), config={}
+    )
+
+    def main(smk):
+        print("written without a newline", end="")  # left in the buffer for run_job to flush
+        if fail:
+            raise ValueError("the step went wrong")
+        with open(smk.output[0], "w") as fh:
+            fh.write("product")
+
+    run_job(smk, main)
+    print("after run_job")  # not reached on success: the job's process ends in run_job
+    """
+)
+
+
+def _run(tmp_path, mode: str) -> tuple[subprocess.CompletedProcess, str]:
+    script = tmp_path / "job.py"
+    script.write_text(_SCRIPT)
+    log = tmp_path / "logs" / "job.log"
+    # Block-buffered standard output, as in a Snakemake job, so that a missed flush shows.
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONUNBUFFERED"}
+    result = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "product.txt"), str(log), mode],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    return result, log.read_text()
+
+
+def test_run_job_success_ends_the_process_with_everything_flushed(tmp_path):
+    result, log = _run(tmp_path, "ok")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "written without a newline"
+    assert (tmp_path / "product.txt").read_text() == "product"
+    assert "rule demo_rule (gemred " in log
+    assert log.rstrip().splitlines()[-1].endswith(tuple(f"{d} s" for d in "0123456789"))
+    assert "rule demo_rule done in" in log
+    assert "rule demo_rule done in" in result.stderr
+
+
+def test_run_job_failure_logs_the_traceback_and_exits_non_zero(tmp_path):
+    result, log = _run(tmp_path, "fail")
+    assert result.returncode != 0
+    assert "rule demo_rule failed" in log
+    assert "ValueError: the step went wrong" in log
+    assert "done in" not in log
+    assert not (tmp_path / "product.txt").exists()
+    assert "after run_job" not in result.stdout
