@@ -18,7 +18,7 @@ DEMO := demo
 DEMO_TABLE := $(DEMO)/datasets.tsv
 DEMO_CONFIG := --config datasets=$(DEMO_TABLE) output_dir=$(DEMO)/results
 
-.PHONY: help setup demo demo-data test lint
+.PHONY: help setup bytecode demo demo-data test lint
 
 help:
 	@echo "make demo   simulate a small GMOS dataset and reduce it into $(DEMO)/results"
@@ -35,6 +35,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test,cluster]'
 	touch $@
 
+# gemred's own modules byte-compiled (an editable install leaves them as source): every workflow
+# job imports them, and where PYTHONDONTWRITEBYTECODE is set each job would compile them again.
+bytecode: $(STAMP)
+	$(BIN)/python -m compileall -q src/gemred
+
 demo-data: $(STAMP)
 	rm -rf $(DEMO)/raw
 	$(BIN)/gemred simulate gmos-starfield --out $(DEMO)/raw --size small
@@ -43,7 +48,7 @@ demo-data: $(STAMP)
 $(DEMO_TABLE):
 	$(MAKE) demo-data
 
-demo: demo-data
+demo: demo-data bytecode
 	@echo "== dataset table $(DEMO_TABLE) (main columns) =="
 	@$(BIN)/python -c "import sys, pandas as pd; \
 	  t = pd.read_csv(sys.argv[1], sep='\t'); \
@@ -58,7 +63,7 @@ demo: demo-data
 	@for f in $(DEMO)/results/science/*_image.fits; do \
 	  echo "stack: $$f   preview: $${f%.fits}.png"; done
 
-test: $(STAMP)
+test: bytecode
 	$(BIN)/pytest -n 2 --dist loadfile -q
 	$(BIN)/ruff check .
 
