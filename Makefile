@@ -25,7 +25,7 @@ help:
 	@echo "make test   run the tests (pytest -n 2) and ruff"
 	@echo "make lint   ruff, snakefmt --check, snakemake --lint"
 
-setup: $(STAMP)
+setup: bytecode
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || { \
