@@ -8,8 +8,8 @@ from gemred.recipes.gmos_calibrations import calibrate_science
 def main(smk) -> None:
     frame = calibrate_science(
         smk.input.raw,
-        bias=read_frame(smk.input.bias),
-        flat=read_frame(smk.input.flat),
+        bias=read_frame(smk.input.bias, memmap=True),
+        flat=read_frame(smk.input.flat, memmap=True),
         bpm_path=smk.input.bpm[0] if smk.input.bpm else None,
         overscan=options(smk.params.overscan),
     )

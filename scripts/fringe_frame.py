@@ -6,7 +6,7 @@ from gemred.recipes.gmos_science import make_fringe
 
 
 def main(smk) -> None:
-    frames = [read_frame(path) for path in smk.input.frames]
+    frames = [read_frame(path, memmap=True) for path in smk.input.frames]
     fringe = make_fringe(frames, options=options(smk.params.fringe), detect=options(smk.params.detect))
     write_frame(fringe, smk.output[0])
 

@@ -7,7 +7,9 @@ from gemred.recipes.gsaoi_calibrations import calibrate_gsaoi
 
 def main(smk) -> None:
     frame = calibrate_gsaoi(
-        smk.input.raw, flat=read_frame(smk.input.flat), bpm_path=smk.input.bpm[0] if smk.input.bpm else None
+        smk.input.raw,
+        flat=read_frame(smk.input.flat, memmap=True),
+        bpm_path=smk.input.bpm[0] if smk.input.bpm else None,
     )
     write_frame(frame, smk.output[0])
 

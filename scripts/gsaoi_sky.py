@@ -17,7 +17,7 @@ def main(smk) -> None:
         tracer_paths=list(smk.input.tracers),
     )
     write_frame(sky, smk.output.sky, read_later=False)
-    subtracted = sky_subtracted(read_frame(smk.input.frame), sky, options=settings)
+    subtracted = sky_subtracted(read_frame(smk.input.frame, memmap=True), sky, options=settings)
     del sky
     write_frame(add_source_catalogs(subtracted, detect=options(smk.params.detect)), smk.output.subtracted)
 

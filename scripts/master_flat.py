@@ -8,7 +8,7 @@ from gemred.recipes.gmos_calibrations import make_master_flat
 def main(smk) -> None:
     flat = make_master_flat(
         smk.input.frames,
-        bias=read_frame(smk.input.bias),
+        bias=read_frame(smk.input.bias, memmap=True),
         bpm_path=smk.input.bpm[0] if smk.input.bpm else None,
         overscan=options(smk.params.overscan),
         stack=options(smk.params.stack),

@@ -12,8 +12,8 @@ def main(smk) -> None:
     fringe_options.pop("do_fringe", None)
     if "frame" in inputs:
         mosaic = reduce_to_mosaic(
-            flat_corrected=read_frame(inputs["frame"]),
-            fringe=read_frame(inputs["fringe"]),
+            flat_corrected=read_frame(inputs["frame"], memmap=True),
+            fringe=read_frame(inputs["fringe"], memmap=True),
             fringe_options=fringe_options,
             interpolant=smk.params.mosaic["interpolant"],
             detect=options(smk.params.detect),
@@ -21,8 +21,8 @@ def main(smk) -> None:
     else:
         mosaic = reduce_to_mosaic(
             raw_path=inputs["raw"],
-            bias=read_frame(inputs["bias"]),
-            flat=read_frame(inputs["flat"]),
+            bias=read_frame(inputs["bias"], memmap=True),
+            flat=read_frame(inputs["flat"], memmap=True),
             bpm_path=inputs["bpm"][0] if inputs["bpm"] else None,
             overscan=options(smk.params.overscan),
             interpolant=smk.params.mosaic["interpolant"],

@@ -352,8 +352,11 @@ def read_frame(path: str | os.PathLike, *, memmap: bool = False, tables: bool = 
     memmap : bool
         For a processed file: SCI and VAR are copy-on-write memory maps of the file (float32
         in its big-endian byte order) instead of copies in memory; DQ is read into memory.
-        For frames that are only read, such as the many inputs of a sky: their pixels then
-        take no memory beyond the file system's cache, which a file just written is in.
+        For frames that are only read, such as calibrations and the many inputs of a sky:
+        their pixels then take no memory beyond the file system's cache, which a file just
+        written is in, and nothing is copied that is not used. A raw file's pixels are scaled
+        from the map into memory: the same values, with one full-size copy fewer than astropy's
+        own read.
     tables : bool
         Also read the binary tables (``OBJCAT``, ``PROVENANCE``, ...). Reading one costs
         about 10 ms, a lot for a job that reads a dozen frames only for their pixels.

@@ -88,7 +88,7 @@ def _standardized(
     path: PathLike, bpm: Frame | None, overscan: Mapping[str, object], *, kind: str | None = None
 ) -> Frame:
     """Raw file -> prepared, DQ and read variance added, overscan subtracted and trimmed (ADU)."""
-    raw = read_frame(path)
+    raw = read_frame(path, memmap=True)
     if kind == "BIAS" and str(raw.phu.get("OBSTYPE", "")).strip().upper() != "BIAS":
         msg = f"{path}: OBSTYPE={raw.phu.get('OBSTYPE')!r}, not a bias; remove it from the bias list"
         raise GemredInputError(msg)

@@ -374,4 +374,4 @@ def calibrate_gsaoi(raw_path: PathLike, *, flat: Frame, bpm_path: PathLike | Non
         If the file is unreadable, not GSAOI, or does not match the flat or BPM.
     """
     bpm = None if bpm_path is None else read_bpm(bpm_path)
-    return flat_correct(standardize_gsaoi(read_frame(raw_path), bpm), flat)
+    return flat_correct(standardize_gsaoi(read_frame(raw_path, memmap=True), bpm), flat)
