@@ -126,6 +126,35 @@ def test_make_sky_is_the_same_in_narrow_bands():
     assert masks[0][0][30, 30 + 6] and not masks[0][0][30, 30 + 16]
 
 
+def test_make_sky_extensions_are_independent():
+    """Each extension's sky is the one made from that extension alone, whatever the shapes of
+    the others (the band work arrays are kept from one extension to the next)."""
+    rng = np.random.default_rng(2)
+    shapes = [(64, 64), (40, 64), (64, 64), (64, 48)]
+
+    def frame(i: int) -> Frame:
+        exts = [
+            Extension(
+                rng.normal(100.0 + 10 * k + i, 2.0, shape).astype(np.float32),
+                fits.Header(),
+                var=np.full(shape, 4.0),
+                dq=(rng.random(shape) < 0.01).astype(np.uint16) * dq.BAD_PIXEL,
+            )
+            for k, shape in enumerate(shapes)
+        ]
+        return Frame(fits.Header({"INSTRUME": "GSAOI"}), exts, f"f{i}")
+
+    frames = [frame(i) for i in range(4)]
+    whole = make_sky(frames, mask_objects=False, memory_mb=0.05)
+    for k in range(len(shapes)):
+        alone = make_sky(
+            [Frame(f.phu, [f[k]], f.root) for f in frames], mask_objects=False, memory_mb=0.05
+        )
+        np.testing.assert_array_equal(whole[k].sci, alone[0].sci)
+        np.testing.assert_array_equal(whole[k].var, alone[0].var)
+        np.testing.assert_array_equal(whole[k].dq, alone[0].dq)
+
+
 def test_sky_masks_found_once_and_read_back_make_the_same_sky(tmp_path):
     rng = np.random.default_rng(4)
     frames = [_frame([100.0, 60.0], f"f{i}") for i in range(4)]
