@@ -186,6 +186,11 @@ def test_sky_masks_found_once_and_read_back_make_the_same_sky(tmp_path):
         sky_frame(paths, mask_paths=mask_paths[:3])
     with pytest.raises(GemredInputError, match="no OBJMASK"):
         read_sky_mask(paths[0])
+    # Cut short (astropy only warns, and would drop the arrays it cannot read): named.
+    truncated = tmp_path / "truncated_skyMask.fits"
+    truncated.write_bytes(Path(mask_paths[0]).read_bytes()[:-4000])
+    with pytest.raises(GemredInputError, match=r"truncated_skyMask.fits: cannot read the sky mask.*trunc"):
+        read_sky_mask(truncated)
 
 
 @pytest.mark.parametrize(

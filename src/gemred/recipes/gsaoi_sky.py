@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 from astropy.io import fits
+from astropy.utils.exceptions import AstropyUserWarning
 
 from gemred.descriptors import descriptors
 from gemred.frame import Frame
-from gemred.io import GemredInputError, read_frame
+from gemred.io import GemredInputError, read_frame, write_fits_atomic
 from gemred.primitives.sky import SKY_DEFAULTS, background_levels, make_sky, sky_object_mask, subtract_sky
 
 __all__ = ["read_sky_mask", "sky_frame", "sky_mask", "sky_subtracted", "write_sky_mask"]
@@ -81,7 +83,7 @@ def write_sky_mask(masks: Sequence[np.ndarray], path: PathLike, *, frame: PathLi
     masks : sequence of numpy.ndarray
         Per extension, ``True`` on source pixels (:func:`sky_mask`).
     path : path-like
-        Output FITS file.
+        Output FITS file, written whole or not at all.
     frame : path-like
         The sky frame the masks belong to (recorded as ``SKYFRAME``).
     """
@@ -92,7 +94,7 @@ def write_sky_mask(masks: Sequence[np.ndarray], path: PathLike, *, frame: PathLi
         hdu = fits.ImageHDU(np.asarray(mask, dtype=np.uint8), name="OBJMASK")
         hdu.ver = ver
         hdus.append(hdu)
-    fits.HDUList(hdus).writeto(path, overwrite=True)
+    write_fits_atomic(hdus, path)
 
 
 def read_sky_mask(path: PathLike) -> list[np.ndarray]:
@@ -101,12 +103,16 @@ def read_sky_mask(path: PathLike) -> list[np.ndarray]:
     Raises
     ------
     GemredInputError
-        If the file is missing or holds no ``OBJMASK`` image.
+        If the file is missing, truncated or corrupt, or holds no ``OBJMASK`` image.
     """
     try:
-        with fits.open(path, memmap=False) as hdul:
-            masks = [hdu.data.astype(bool) for hdu in hdul[1:] if hdu.name == "OBJMASK"]
-    except OSError as err:
+        # astropy only warns when a file is shorter than its headers say, and drops what is
+        # missing; memory-mapped, the masks go straight to booleans with no read buffer.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", AstropyUserWarning)
+            with fits.open(path, memmap=True) as hdul:
+                masks = [hdu.data.astype(bool) for hdu in hdul[1:] if hdu.name == "OBJMASK"]
+    except (OSError, ValueError, AstropyUserWarning) as err:
         msg = f"{path}: cannot read the sky mask ({err}); remake it with the gsaoi_sky_mask rule"
         raise GemredInputError(msg) from err
     if not masks:
