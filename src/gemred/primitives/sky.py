@@ -400,9 +400,9 @@ def make_sky(
         all_offsets.append(level_offsets(samples, zero=True)[1])
     drifts = None if times is None else _level_changes_to_zero(times, all_offsets, tracers)
     out_exts = []
-    # Work cubes per band shape, one per plane, filled in place band after band and kept for
-    # the next extension of that shape: pages a process touches anew are costly.
-    cubes: dict[tuple[int, int], tuple[np.ndarray, np.ndarray | None, np.ndarray]] = {}
+    # Work cubes, one per plane, filled in place band after band and kept for the next
+    # extension when its bands have the same shape: pages a process touches anew are costly.
+    cubes: tuple[np.ndarray, np.ndarray | None, np.ndarray] | None = None
     for k, template in enumerate(frames[0]):
         ny, nx = template.shape
         ext_masks = [None] * n_img if masks is None else [m[k] for m in masks]
@@ -415,12 +415,11 @@ def make_sky(
         var_out = np.empty((ny, nx), np.float32) if has_var else None
         dq_out = np.empty((ny, nx), np.uint16)
         step = max(1, int(memory_mb * 2**20 // (n_img * nx * _BAND_BYTES_PER_PIXEL)))
-        band_shape = (min(step, ny), nx)
-        if band_shape not in cubes:
-            cube = np.empty((n_img, *band_shape), np.float32)
-            var_cube = np.empty_like(cube) if has_var else None
-            cubes[band_shape] = (cube, var_cube, np.empty(cube.shape, np.uint16))
-        cube_sci, cube_var, cube_dq = cubes[band_shape]
+        shape = (n_img, min(step, ny), nx)
+        if cubes is None or cubes[0].shape != shape:
+            cube = np.empty(shape, np.float32)
+            cubes = (cube, np.empty_like(cube) if has_var else None, np.empty(shape, np.uint16))
+        cube_sci, cube_var, cube_dq = cubes
         for r0 in range(0, ny, step):
             band = slice(r0, min(r0 + step, ny))
             rows = band.stop - band.start
