@@ -33,6 +33,7 @@ __all__ = [
     "SUPPORTED_INSTRUMENTS",
     "check_instrument",
     "open_raw",
+    "open_fits",
     "read_headers",
     "HeaderCards",
     "write_fits_atomic",
@@ -230,13 +231,54 @@ def open_raw(path: str | os.PathLike, *, memmap: bool = False, scale: bool = Tru
     if len(headers) < 2:
         msg = f"{path}: no image extensions; a raw Gemini file has one per amplifier or array"
         raise GemredInputError(msg)
+    return open_fits(path, memmap=memmap, scale=scale)
+
+
+def open_fits(
+    path: str | os.PathLike,
+    *,
+    memmap: bool = False,
+    scale: bool = True,
+    what: str = "FITS data",
+    remedy: str = "download it again",
+) -> fits.HDUList:
+    """Open a FITS file read-only; a missing, truncated or corrupt one is an error naming it.
+
+    astropy only warns when a file is shorter than its headers announce, and then drops the
+    extensions it cannot read; here that warning is an error.
+
+    Parameters
+    ----------
+    path : path-like
+        The file.
+    memmap, scale : bool
+        As in :func:`open_raw`.
+    what, remedy : str
+        How the error message names the contents and the fix:
+        ``"<path>: cannot read <what> (<reason>); <remedy>"``.
+
+    Returns
+    -------
+    astropy.io.fits.HDUList
+        The open file; the caller closes it.
+
+    Raises
+    ------
+    GemredInputError
+        If astropy cannot open the file or warns that it is truncated.
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("error", AstropyUserWarning)
+        hdul = None
         try:
-            return fits.open(path, mode="readonly", memmap=memmap, do_not_scale_image_data=not scale)
+            hdul = fits.open(path, mode="readonly", memmap=memmap, do_not_scale_image_data=not scale)
+            len(hdul)  # reads every header, which is where astropy finds a file too short
         except (OSError, ValueError, AstropyUserWarning) as exc:
-            msg = f"{path}: cannot read FITS data ({exc}); download it again"
+            if hdul is not None:
+                hdul.close()
+            msg = f"{path}: cannot read {what} ({exc}); {remedy}"
             raise GemredInputError(msg) from exc
+    return hdul
 
 
 def write_fits_atomic(

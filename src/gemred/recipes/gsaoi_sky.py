@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 from astropy.io import fits
-from astropy.utils.exceptions import AstropyUserWarning
 
 from gemred.descriptors import descriptors
 from gemred.frame import Frame
-from gemred.io import GemredInputError, read_frame, write_fits_atomic
+from gemred.io import GemredInputError, open_fits, read_frame, write_fits_atomic
 from gemred.primitives.sky import SKY_DEFAULTS, background_levels, make_sky, sky_object_mask, subtract_sky
 
 __all__ = ["read_sky_mask", "sky_frame", "sky_mask", "sky_subtracted", "write_sky_mask"]
@@ -105,18 +103,12 @@ def read_sky_mask(path: PathLike) -> list[np.ndarray]:
     GemredInputError
         If the file is missing, truncated or corrupt, or holds no ``OBJMASK`` image.
     """
-    try:
-        # astropy only warns when a file is shorter than its headers say, and drops what is
-        # missing; memory-mapped, the masks go straight to booleans with no read buffer.
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", AstropyUserWarning)
-            with fits.open(path, memmap=True) as hdul:
-                masks = [hdu.data.astype(bool) for hdu in hdul[1:] if hdu.name == "OBJMASK"]
-    except (OSError, ValueError, AstropyUserWarning) as err:
-        msg = f"{path}: cannot read the sky mask ({err}); remake it with the gsaoi_sky_mask rule"
-        raise GemredInputError(msg) from err
+    remedy = "remake it with the gsaoi_sky_mask rule"
+    # Memory-mapped: the masks go straight to booleans, with no read buffer.
+    with open_fits(path, memmap=True, what="the sky mask", remedy=remedy) as hdul:
+        masks = [hdu.data.astype(bool) for hdu in hdul[1:] if hdu.name == "OBJMASK"]
     if not masks:
-        msg = f"{path}: no OBJMASK extension; remake it with the gsaoi_sky_mask rule"
+        msg = f"{path}: no OBJMASK extension; {remedy}"
         raise GemredInputError(msg)
     return masks
 
