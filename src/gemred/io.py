@@ -255,17 +255,9 @@ def open_fits(
         As in :func:`open_raw`.
     what, remedy : str
         How the error message names the contents and the fix:
-        ``"<path>: cannot read <what> (<reason>); <remedy>"``.
-
-    Returns
-    -------
-    astropy.io.fits.HDUList
-        The open file; the caller closes it.
-
-    Raises
-    ------
-    GemredInputError
-        If astropy cannot open the file or warns that it is truncated.
+        ``"<path>: cannot read <what> (<reason>); <remedy>"``, raised as
+        :class:`GemredInputError` when astropy cannot open the file or warns that it is
+        truncated. The caller closes the file returned.
     """
     with warnings.catch_warnings():
         warnings.simplefilter("error", AstropyUserWarning)
