@@ -72,3 +72,67 @@ def test_run_job_failure_logs_the_traceback_and_exits_non_zero(tmp_path):
     assert "done in" not in log
     assert not (tmp_path / "product.txt").exists()
     assert "after run_job" not in result.stdout
+
+
+_MEMORY_SCRIPT = textwrap.dedent(
+    """
+    import ctypes
+    import json
+    import sys
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from gemred.logutils import run_job
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_size_t) for name in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd",
+            "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost",
+        )]
+
+    mallinfo2 = ctypes.CDLL(None).mallinfo2
+    mallinfo2.restype = MallInfo2
+
+    smk = SimpleNamespace(
+        rule="memory_rule", input=[], output=[sys.argv[1]], log=[sys.argv[2]], params={}, config={}
+    )
+
+    def main(smk):
+        array = np.ones(96 * 2**20 // 4, np.float32)
+        mapped_while_held = mallinfo2().hblkhd
+        del array
+        after = mallinfo2()
+        with open(smk.output[0], "w") as fh:
+            json.dump({"mapped": mapped_while_held, "heap": after.arena, "free": after.fordblks}, fh)
+
+    run_job(smk, main)
+    """
+)
+
+
+def test_run_job_keeps_freed_memory_for_reuse(tmp_path):
+    """A job's large arrays come from malloc's heap and their memory stays there once freed
+    (glibc), so the next array reuses pages already faulted in instead of new ones."""
+    import ctypes
+    import json
+
+    import pytest
+
+    if not hasattr(ctypes.CDLL(None), "mallinfo2"):
+        pytest.skip("not glibc (>= 2.33): the allocator is left as it is")
+    script = tmp_path / "job.py"
+    script.write_text(_MEMORY_SCRIPT)
+    out = tmp_path / "memory.json"
+    result = subprocess.run(
+        [sys.executable, str(script), str(out), str(tmp_path / "job.log")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    stats = json.loads(out.read_text())
+    size = 96 * 2**20
+    assert stats["mapped"] < size  # by default glibc maps a block this large on its own
+    assert stats["heap"] >= size  # ... and unmaps it when freed
+    assert stats["free"] >= size
