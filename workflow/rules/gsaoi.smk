@@ -1,7 +1,9 @@
 # GSAOI imaging, DRAGONS' GSAOI recipes: lamp flats, per-frame calibration, sky frames made
 # from the associated sky exposures and subtracted (and each frame's sources detected), then
 # distortion-corrected alignment, resampling onto one North-up grid and a stack per science
-# or standard group.
+# or standard group. The per-frame rules have priority 1 and the stacks 0: a group's stack
+# that is ready waits while other frames have work left, so the stacks, which alone keep two
+# cores busy only part of the time, end the run side by side.
 
 
 ruleorder: gsaoi_flat > master_flat
@@ -32,6 +34,7 @@ rule gsaoi_calibrate:
         f"{OUTDIR}/frames/{{gsaoi_frame}}_flatCorrected.fits",
     log:
         f"{OUTDIR}/logs/gsaoi_calibrate/{{gsaoi_frame}}.log",
+    priority: 1
     group:
         "gsaoi_calibrated"
     conda:
@@ -49,6 +52,7 @@ rule gsaoi_sky_mask:
         temp(f"{OUTDIR}/frames/{{gsaoi_frame}}_skyMask.fits"),
     log:
         f"{OUTDIR}/logs/gsaoi_sky_mask/{{gsaoi_frame}}.log",
+    priority: 1
     group:
         "gsaoi_sky_masks"
     conda:
@@ -68,6 +72,7 @@ rule gsaoi_sky:
         subtracted=f"{OUTDIR}/frames/{{gsaoi_frame}}_skySubtracted.fits",
     log:
         f"{OUTDIR}/logs/gsaoi_sky/{{gsaoi_frame}}.log",
+    priority: 1
     group:
         "gsaoi_skies"
     conda:
