@@ -122,7 +122,7 @@ _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
 
 
-def _keep_freed_memory() -> bool:
+def _keep_freed_memory() -> None:
     """Make glibc's ``malloc`` keep the memory this process frees, to reuse it, for good.
 
     By default glibc gives large blocks (numpy arrays of more than 32 MB, and smaller ones
@@ -133,19 +133,16 @@ def _keep_freed_memory() -> bool:
     60-65 s of system time, 45-48 s with this. Here every block comes from the heap and none
     is returned; the heap's fragmentation adds 1-9 % to the jobs' peak memory in the
     benchmarks, which is why only workflow jobs, processes that end with their step, do this.
-
-    Returns
-    -------
-    bool
-        True if the C library took the settings (glibc); False elsewhere, where nothing changes.
+    Where the C library has no ``mallopt`` nothing changes.
     """
     try:
         mallopt = ctypes.CDLL(None).mallopt
-    except (AttributeError, OSError):
-        return False
+    except (AttributeError, OSError, TypeError):  # no mallopt (macOS), no CDLL(None) (Windows)
+        return
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
-    return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
+    mallopt(_M_MMAP_MAX, 0)
+    mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
 
 
 def _end_process() -> None:
