@@ -136,3 +136,73 @@ def test_run_job_keeps_freed_memory_for_reuse(tmp_path):
     assert stats["mapped"] < size  # by default glibc maps a block this large on its own
     assert stats["heap"] >= size  # ... and unmaps it when freed
     assert stats["free"] >= size
+
+
+_HUGE_PAGES_SCRIPT = textwrap.dedent(
+    """
+    import json
+    import sys
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from gemred.logutils import run_job
+
+    def huge_page_kb(array):
+        # AnonHugePages of the memory mapping that holds the array's middle byte (numpy
+        # advises only the page-aligned part, which becomes a mapping of its own).
+        address, found = array.ctypes.data + array.nbytes // 2, False
+        with open("/proc/self/smaps") as fh:
+            for line in fh:
+                first = line.split()[0]
+                if "-" in first and not first.endswith(":"):
+                    start, stop = (int(part, 16) for part in first.split("-"))
+                    found = start <= address < stop
+                elif found and first == "AnonHugePages:":
+                    return int(line.split()[1])
+        raise RuntimeError("array not found in /proc/self/smaps")
+
+    def measure(path):
+        array = np.ones(64 * 2**20 // 4, np.float32)  # touched: faulted in
+        with open(path, "w") as fh:
+            json.dump({"huge_kb": huge_page_kb(array)}, fh)
+
+    out, log, mode = sys.argv[1], sys.argv[2], sys.argv[3]
+    if mode == "plain":
+        measure(out)
+    else:
+        smk = SimpleNamespace(rule="pages_rule", input=[], output=[out], log=[log], params={}, config={})
+        run_job(smk, lambda smk: measure(smk.output[0]))
+    """
+)
+
+
+def _huge_page_kb(tmp_path, mode: str) -> int:
+    import json
+
+    script = tmp_path / "pages.py"
+    script.write_text(_HUGE_PAGES_SCRIPT)
+    out = tmp_path / f"{mode}.json"
+    # numpy's own default (huge pages asked for, on Linux >= 4.6), whatever this shell sets.
+    env = {key: value for key, value in os.environ.items() if key != "NUMPY_MADVISE_HUGEPAGE"}
+    result = subprocess.run(
+        [sys.executable, str(script), str(out), str(tmp_path / "pages.log"), mode],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(out.read_text())["huge_kb"]
+
+
+def test_run_job_arrays_get_small_pages(tmp_path):
+    """numpy asks for transparent huge pages for large arrays; in a workflow job it does not,
+    as first touches of huge pages cost ten times more on the virtual machines we run on."""
+    import pytest
+
+    if not os.path.exists("/proc/self/smaps"):
+        pytest.skip("no /proc/self/smaps (not Linux)")
+    if _huge_page_kb(tmp_path, "plain") == 0:
+        pytest.skip("this kernel gives numpy's arrays no transparent huge pages anyway")
+    assert _huge_page_kb(tmp_path, "job") == 0

@@ -87,7 +87,8 @@ def run_job(smk, main, *, calibration: bool = False) -> None:
 
     Notes
     -----
-    Before ``main`` runs, the C library's allocator is told to keep the memory the job frees
+    Before ``main`` runs, numpy is told not to ask for transparent huge pages
+    (:func:`_use_small_pages`) and the C library's allocator to keep the memory the job frees
     for its next arrays (:func:`_keep_freed_memory`).
 
     On success the job's process ends here (exit status 0) once its log and standard streams
@@ -100,6 +101,7 @@ def run_job(smk, main, *, calibration: bool = False) -> None:
     from gemred import provenance
 
     logger = config(file_name=smk.log[0] if smk.log else None)
+    _use_small_pages()
     _keep_freed_memory()
     start = time.perf_counter()
     logger.info(
@@ -122,18 +124,39 @@ _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
 
 
+def _use_small_pages() -> None:
+    """Stop numpy asking the kernel for transparent huge pages for its large arrays.
+
+    numpy advises the kernel (``madvise``) to back every array of 4 MB or more with huge
+    pages, unless ``NUMPY_MADVISE_HUGEPAGE=0`` was set when numpy was imported, which a job
+    script has done before this runs. The kernel then faults such memory in 2 MB at a time;
+    on a virtual machine whose host takes back the guest's free memory (free page reporting),
+    first touches of huge pages cost 5-6 ms per MB against 0.55 ms per MB for 4 kB pages
+    (256 MB arrays touched in new processes). A job uses each array a few times, so fewer TLB
+    misses do not pay that back: the full-size GMOS benchmark took 23.1-23.7 s with small
+    pages against 24.4-25.4 s (3 interleaved runs).
+    Where numpy has no such switch nothing changes.
+    """
+    import numpy as np
+
+    multiarray = getattr(getattr(np, "_core", None) or getattr(np, "core", None), "multiarray", None)
+    set_madvise = getattr(multiarray, "_set_madvise_hugepage", None)
+    if set_madvise is not None:
+        set_madvise(False)
+
+
 def _keep_freed_memory() -> None:
     """Make glibc's ``malloc`` keep the memory this process frees, to reuse it, for good.
 
     By default glibc gives large blocks (numpy arrays of more than 32 MB, and smaller ones
     freed at the top of its heap) back to the system as soon as they are freed, so the next
-    array of a step gets pages that the kernel must fault in and zero again. On a virtual
-    machine whose host takes back the guest's free memory (free page reporting) a first touch
-    costs about 4 ms per MB: the sky stage of the full-size GSAOI benchmark (24 jobs) spent
-    60-65 s of system time, 45-48 s with this. Here every block comes from the heap and none
-    is returned; the heap's fragmentation adds 1-9 % to the jobs' peak memory in the
-    benchmarks, which is why only workflow jobs, processes that end with their step, do this.
-    Where the C library has no ``mallopt`` nothing changes.
+    array of a step gets pages that the kernel must fault in and zero again, at about 0.5 ms
+    per MB on a virtual machine whose host takes back the guest's free memory (free page
+    reporting). Here every block comes from the heap and none is returned: the full-size
+    GMOS benchmark took 23.1-23.7 s with this against 24.7-26.1 s without (3 interleaved
+    runs, small pages in both). The heap's fragmentation adds 1-9 % to the jobs' peak memory
+    in the benchmarks, which is why only workflow jobs, processes that end with their step,
+    do this. Where the C library has no ``mallopt`` nothing changes.
     """
     try:
         mallopt = ctypes.CDLL(None).mallopt
