@@ -28,7 +28,7 @@ def main(smk) -> None:
             interpolant=smk.params.mosaic["interpolant"],
             detect=options(smk.params.detect),
         )
-    write_frame(mosaic, smk.output[0])
+    write_frame(mosaic, smk.output[0], read_later=False)  # only the stack reads it
 
 
 run_job(snakemake, main)  # noqa: F821  (Snakemake injects `snakemake`)

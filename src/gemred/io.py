@@ -520,10 +520,11 @@ def write_frame(
     scratch : bool
         A work file of one job, not a product: no provenance recorded, no checksum kept.
     read_later : bool
-        Another job reads the product: keep its MD5 checksum with it (reading the whole file
+        Other jobs read the product: keep its MD5 checksum with it (reading the whole file
         once more to compute it), so that the jobs that read it record it without doing so.
-        False for an end product (a stack) or one kept only for inspection (a sky frame):
-        whoever reads it later computes the checksum then.
+        False for an end product (a stack), one kept only for inspection (a sky frame) or one
+        that a single job reads (a GMOS mosaic): whoever reads it computes the checksum
+        then, on a background thread while it works.
     """
     phu = frame.phu.copy()
     phu.setdefault("ORIGNAME", f"{frame.root}.fits")

@@ -25,6 +25,7 @@ pixels that still change.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -149,6 +150,7 @@ def stack_arrays(
     max_iters: int | None = None,
     mclip: bool = True,
     apply_dq: bool = True,
+    threads: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """Combine a stack of images pixel by pixel, with DQ selection and outlier rejection.
 
@@ -205,6 +207,9 @@ def stack_arrays(
         Clip about the median on every pass (else about the mean after the first).
     apply_dq : bool
         Select inputs by the DQ hierarchy; if False every input is a candidate.
+    threads : int, optional
+        Threads sharing the pixels (default :func:`n_threads`); the result does not depend
+        on it.
 
     Returns
     -------
@@ -272,7 +277,7 @@ def stack_arrays(
 
     chunk = max(1, _CHUNK_ELEMENTS // n_img)
     starts = range(0, npix, chunk)
-    workers = min(len(starts), n_threads())
+    workers = min(len(starts), n_threads() if threads is None else threads)
     with np.errstate(invalid="ignore", divide="ignore"):
         if workers <= 1:
             for start in starts:
@@ -678,30 +683,52 @@ def _stack_extensions(
     memory_mb: float,
     stack_kwargs: dict,
 ) -> list[tuple[np.ndarray, np.ndarray | None, np.ndarray]]:
-    """Stack every extension band by band; shared by :func:`stack_frames` and :func:`stack_files`."""
-    results = []
-    for ext, (ny, nx) in enumerate(shapes):
+    """Stack every extension band by band; shared by :func:`stack_frames` and :func:`stack_files`.
+
+    The bands of all extensions are shared among the job's threads, each band stacked on one
+    (``memory_mb`` split between them), so that one band is read while others are stacked and
+    no thread waits for the slowest chunk of a band; ``read`` is called by one thread at a
+    time, so it need not be thread-safe.
+    """
+    levels = []
+    for ext, shape in enumerate(shapes):
         scales, offsets = np.ones(n_img), np.zeros(n_img)
         if scale or zero:
-            scales, offsets = _sample_levels(read, ext, (ny, nx), n_img, statsec, scale=scale, zero=zero)
+            scales, offsets = _sample_levels(read, ext, shape, n_img, statsec, scale=scale, zero=zero)
             offsets -= offsets.mean()
-        out_sci = np.empty((ny, nx), dtype=np.float32)
-        out_var: np.ndarray | None = None
-        out_dq = np.empty((ny, nx), dtype=np.uint16)
-        step = _band_rows(n_img, nx, memory_mb)
-        for r0 in range(0, ny, step):
-            r1 = min(r0 + step, ny)
+        levels.append((scales, offsets))
+    threads = n_threads()
+    bands = []
+    for ext, (ny, nx) in enumerate(shapes):
+        step = _band_rows(n_img, nx, memory_mb / threads)
+        bands.extend((ext, r0, min(r0 + step, ny)) for r0 in range(0, ny, step))
+    workers = max(1, min(threads, len(bands)))
+    results: list[list] = [
+        [np.empty(shape, dtype=np.float32), None, np.empty(shape, dtype=np.uint16)] for shape in shapes
+    ]
+    reading = threading.Lock()
+
+    def stack_band(band: tuple[int, int, int]) -> None:
+        ext, r0, r1 = band
+        with reading:
             sci, var, dq = read(ext, slice(r0, r1))
-            _apply_levels(sci, var, scales, offsets)
-            band_sci, band_var, band_dq = stack_arrays(sci, var, dq, **stack_kwargs)
-            out_sci[r0:r1] = band_sci
-            out_dq[r0:r1] = band_dq
-            if band_var is not None:
-                if out_var is None:
-                    out_var = np.empty((ny, nx), dtype=np.float32)
-                out_var[r0:r1] = band_var
-        results.append((out_sci, out_var, out_dq))
-    return results
+            if var is not None and results[ext][1] is None:
+                results[ext][1] = np.empty(shapes[ext], dtype=np.float32)
+        _apply_levels(sci, var, *levels[ext])
+        band_sci, band_var, band_dq = stack_arrays(sci, var, dq, threads=threads // workers, **stack_kwargs)
+        out_sci, out_var, out_dq = results[ext]
+        out_sci[r0:r1] = band_sci
+        out_dq[r0:r1] = band_dq
+        if band_var is not None:
+            out_var[r0:r1] = band_var
+
+    if workers == 1:
+        for band in bands:
+            stack_band(band)
+    else:
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(stack_band, bands))
+    return [tuple(result) for result in results]
 
 
 def _sample_levels(

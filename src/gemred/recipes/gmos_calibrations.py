@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import numpy as np
 from astropy.io import fits
@@ -59,6 +60,7 @@ FLAT_STACK_DEFAULTS: dict[str, object] = {"operation": "mean", "reject_method": 
 THRESHOLD_DEFAULTS: dict[str, float] = {"low": 0.5, "high": 2.0}
 
 PathLike = str | os.PathLike
+T = TypeVar("T")
 
 
 def flat_rejection(nflats: int) -> tuple[int, int]:
@@ -117,14 +119,14 @@ def _share_constant_planes(frame: Frame, shared_dq: dict[int, np.ndarray]) -> Fr
     return frame
 
 
-def _map_frames(work: Callable[[PathLike], Frame], paths: Sequence[PathLike]) -> list[Frame]:
-    """``[work(path) for path in paths]`` on the job's threads (numpy frees the GIL for most
+def _map_frames(work: Callable[[T], Frame], items: Sequence[T]) -> list[Frame]:
+    """``[work(item) for item in items]`` on the job's threads (numpy frees the GIL for most
     of the pixel work), in order, so the result does not depend on the thread count."""
-    workers = min(len(paths), n_threads())
+    workers = min(len(items), n_threads())
     if workers <= 1:
-        return [work(path) for path in paths]
+        return [work(item) for item in items]
     with ThreadPoolExecutor(workers) as pool:
-        return list(pool.map(work, paths))
+        return list(pool.map(work, items))
 
 
 def _is_flat(phu: fits.Header) -> bool:
@@ -237,13 +239,15 @@ def make_master_flat(
         frame = subtract_bias(_standardized(path, bpm, params, kind="FLAT"), bias)
         return add_var(adu_to_electrons(frame), read_noise=False, poisson=True)
 
-    first = electrons(paths[0])
-    reference = ccd2_mean(first)
-    # Each flat is scaled as soon as it is made, so no unscaled copy is held.
-    frames = scale_flats([first], reference=reference) + _map_frames(
-        lambda path: scale_flats([electrons(path)], reference=reference)[0], paths[1:]
-    )
-    del first
+    unscaled: list[Frame | None] = _map_frames(electrons, paths)
+    reference = ccd2_mean(unscaled[0])
+
+    def scaled(index: int) -> Frame:
+        frame = scale_flats([unscaled[index]], reference=reference)[0]
+        unscaled[index] = None  # so that no more flats than threads are held twice
+        return frame
+
+    frames = _map_frames(scaled, range(len(unscaled)))
     nlow, nhigh = flat_rejection(len(frames))
     stack_params = {**FLAT_STACK_DEFAULTS, "nlow": nlow, "nhigh": nhigh, **(stack or {})}
     stacked = stack_frames(frames, scale=False, zero=False, **stack_params)
