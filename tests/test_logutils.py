@@ -138,6 +138,65 @@ def test_run_job_keeps_freed_memory_for_reuse(tmp_path):
     assert stats["free"] >= size
 
 
+_THREAD_MEMORY_SCRIPT = textwrap.dedent(
+    """
+    import json
+    import sys
+    import threading
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from gemred.logutils import run_job
+
+    def private_mb():
+        with open("/proc/self/status") as fh:
+            return next(int(line.split()[1]) / 1024 for line in fh if line.startswith("RssAnon:"))
+
+    def main(smk):
+        def worker():
+            array = np.ones(40 * 2**20 // 4, np.float32)
+            del array
+
+        thread = threading.Thread(target=worker)
+        thread.start()
+        thread.join()
+        before = private_mb()
+        array = np.ones(40 * 2**20 // 4, np.float32)  # noqa: F841  (held while measured)
+        with open(smk.output[0], "w") as fh:
+            json.dump({"growth_mb": private_mb() - before}, fh)
+
+    smk = SimpleNamespace(
+        rule="threads_rule", input=[], output=[sys.argv[1]], log=[sys.argv[2]], params={}, config={}
+    )
+    run_job(smk, main)
+    """
+)
+
+
+def test_run_job_threads_reuse_each_others_freed_memory(tmp_path):
+    """Memory a worker thread frees serves the main thread's next array (one malloc arena), so
+    a job that reads ahead on a second thread does not hold a heap per thread."""
+    import ctypes
+    import json
+
+    import pytest
+
+    if not hasattr(ctypes.CDLL(None), "mallinfo2"):
+        pytest.skip("not glibc (>= 2.33): the allocator is left as it is")
+    script = tmp_path / "threads.py"
+    script.write_text(_THREAD_MEMORY_SCRIPT)
+    out = tmp_path / "threads.json"
+    result = subprocess.run(
+        [sys.executable, str(script), str(out), str(tmp_path / "threads.log")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(out.read_text())["growth_mb"] < 10  # 40 without the reuse
+
+
 _HUGE_PAGES_SCRIPT = textwrap.dedent(
     """
     import json

@@ -403,24 +403,44 @@ def resample_arrays(
     if abs(np.linalg.det(matrix)) < 1e-12:
         msg = f"singular pixel transform {matrix.tolist()}"
         raise ValueError(msg)
-    window = _footprint_window(matrix, offset, sci.shape, out_shape)
+    if _footprint_window(matrix, offset, np.shape(sci), out_shape) is None:
+        return None
+    planes = _prepared_planes(sci, var, dq, order)
+    return _resample_prepared(planes, matrix, offset, out_shape, order, dq_threshold)
+
+
+def _prepared_planes(
+    sci: np.ndarray, var: np.ndarray | None, dq: np.ndarray | None, order: int
+) -> list[np.ndarray | None]:
+    """SCI, VAR (or None) and DQ as float32 and uint16, flagged pixels filled and, for a cubic
+    interpolant, flags grown (see the module notes)."""
+    sci = np.asarray(sci, dtype=np.float32)
+    var = None if var is None else np.asarray(var, dtype=np.float32)
+    if dq is None:
+        return [sci, var, np.zeros(sci.shape, dtype=np.uint16)]
+    dq = np.asarray(dq, dtype=np.uint16)
+    sci, *filled_var = fill_flagged([sci] + ([] if var is None else [var]), dq)
+    return [sci, filled_var[0] if filled_var else None, grow_flags(dq, order)]
+
+
+def _resample_prepared(
+    planes: list[np.ndarray | None],
+    matrix: np.ndarray,
+    offset: np.ndarray,
+    out_shape: tuple[int, int],
+    order: int,
+    dq_threshold: float,
+) -> Resampled | None:
+    """:func:`resample_arrays` on planes from :func:`_prepared_planes`."""
+    in_shape = planes[0].shape
+    window = _footprint_window(matrix, offset, in_shape, out_shape)
     if window is None:
         return None
     origin = (window[0].start, window[1].start)
     shape = (window[0].stop - origin[0], window[1].stop - origin[1])
-    sci = np.asarray(sci, dtype=np.float32)
-    var = None if var is None else np.asarray(var, dtype=np.float32)
-    if dq is None:
-        dq_in = np.zeros(sci.shape, dtype=np.uint16)
-    else:
-        dq_in = np.asarray(dq, dtype=np.uint16)
-        sci, *filled_var = fill_flagged([sci] + ([] if var is None else [var]), dq_in)
-        var = filled_var[0] if filled_var else None
-        dq_in = grow_flags(dq_in, order)
-    planes: list[np.ndarray | None] = [sci, var, dq_in]
     method = _two_pass if _shear_ok(matrix, shape) else _general
     out_sci, out_var, out_dq = method(planes, matrix, offset, origin, shape, order, dq_threshold)
-    covered = _covered(matrix, offset, origin, shape, sci.shape)
+    covered = _covered(matrix, offset, origin, shape, in_shape)
     out_sci[~covered] = 0.0
     out_dq[~covered] = dqbits.NO_DATA
     if out_var is not None:
@@ -713,7 +733,7 @@ def resample_to_reference(
     if not -len(frames) <= reference_index < len(frames):
         msg = f"reference_index {reference_index} is out of range for {len(frames)} frames"
         raise ValueError(msg)
-    _order(interpolant)
+    order = _order(interpolant)
     ref = frames[reference_index][0]
     ref_wcs = _celestial_wcs(ref.header)
     ny, nx = ref.shape
@@ -739,38 +759,45 @@ def resample_to_reference(
     header["CRPIX2"] = float(header["CRPIX2"]) - lo[0]
     header["DATASEC"] = (f"[1:{shape[1]},1:{shape[0]}]", "Data section")
 
-    def resampled(index: int) -> Frame:
+    ref_index = reference_index % len(frames)
+
+    def load(index: int) -> tuple[list[np.ndarray | None], bool]:
+        """Frame ``index``'s planes, ready to interpolate (the reference's as they are), and
+        whether it has VAR."""
         frame = frames[index]
-        matrix, offset, _ = transforms[index]
         ext = frame[0] if pixels is None else pixels(index)
         if ext.shape != frame[0].shape:
             msg = f"{frame.root}: pixels of shape {ext.shape} given for a frame of shape {frame[0].shape}"
             raise ValueError(msg)
+        if index == ref_index:
+            return [ext.sci, ext.var, ext.dq], ext.var is not None
+        return _prepared_planes(ext.sci, ext.var, ext.dq, order), ext.var is not None
+
+    def resampled(index: int, planes: list[np.ndarray | None], has_var: bool) -> Frame:
+        frame = frames[index]
+        matrix, offset, _ = transforms[index]
         jfactor = abs(float(np.linalg.det(matrix))) if conserve else 1.0
         varcorr = 1.0
-        has_var = ext.var is not None
         part = None
-        if index != reference_index % len(frames):
+        if index != ref_index:
             shifted = offset + matrix @ lo.astype(np.float64)
-            varcorr = variance_correlation(matrix, shifted, shape, _order(interpolant))
-            part = resample_arrays(
-                ext.sci, ext.var, ext.dq, matrix, shifted, shape,
-                interpolant=interpolant, dq_threshold=dq_threshold,
-            )
+            varcorr = variance_correlation(matrix, shifted, shape, order)
+            part = _resample_prepared(planes, matrix, shifted, shape, order, dq_threshold)
             # The output planes are made only now, with the input and the interpolation's
             # temporaries gone: their memory is reused, not newly mapped (and faulted in).
-            del ext
+            planes.clear()
         sci = np.zeros(shape, dtype=np.float32)
         var = np.zeros(shape, dtype=np.float32) if has_var else None
         dq = np.full(shape, dqbits.NO_DATA, dtype=np.uint16)
-        if index == reference_index % len(frames):
+        if index == ref_index:
+            ref_sci, ref_var, ref_dq = planes
             src = (slice(max(lo[0], 0), min(hi[0], ny)), slice(max(lo[1], 0), min(hi[1], nx)))
             dst = tuple(slice(s.start - o, s.stop - o) for s, o in zip(src, lo, strict=True))
-            sci[dst] = ext.sci[src]
+            sci[dst] = ref_sci[src]
             if var is not None:
-                var[dst] = ext.var[src]
-            dq[dst] = 0 if ext.dq is None else ext.dq[src]
-            del ext
+                var[dst] = ref_var[src]
+            dq[dst] = 0 if ref_dq is None else ref_dq[src]
+            planes.clear()
             jfactor = 1.0
         elif part is not None:
             part.paste(sci, var, dq)
@@ -793,4 +820,15 @@ def resample_to_reference(
         result.stamp("ALIGN", "resampleToCommonFrame")
         return result
 
-    return [resampled(index) for index in range(len(frames))]
+    # The next frame is read and its flagged pixels filled on a second thread while this one
+    # is interpolated (which uses two more): one input more is held, for a third less time.
+    out = []
+    with ThreadPoolExecutor(max_workers=1) as loader:
+        pending = loader.submit(load, 0)
+        for index in range(len(frames)):
+            planes, has_var = pending.result()
+            if index + 1 < len(frames):
+                pending = loader.submit(load, index + 1)
+            out.append(resampled(index, planes, has_var))
+            del planes
+    return out
