@@ -39,7 +39,7 @@ from astropy.wcs import WCS, FITSFixedWarning
 
 from gemred import dq as dqbits
 from gemred.alignment import chance_match_limit, fit_transform, match_catalogs
-from gemred.frame import Extension, Frame
+from gemred.frame import Extension, Frame, copy_header
 from gemred.instruments import gsaoi
 from gemred.io import GemredInputError
 from gemred.resample import dq_footprint, fill_flagged, grow_flags, noise_factor
@@ -764,7 +764,7 @@ def resample_to_grid(
                 "Variance of a many-pixel sum / sum of its VAR",
             )
         extensions.append(Extension(sci, header, var=var if frame[0].var is not None else None, dq=mask))
-    out = Frame(frame.phu.copy(), extensions, frame.root)
+    out = Frame(copy_header(frame.phu), extensions, frame.root)
     out.phu["ALIGNMTH"] = (geom.method, "How the frame was aligned to the reference")
     out.phu["NMATCHED"] = (geom.nmatched, "Sources matched to the reference")
     out.phu["ALIGNDX"] = (float(geom.shift[0]), "[arcsec] East shift of pointing by alignment")

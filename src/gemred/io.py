@@ -21,7 +21,7 @@ from astropy.table import Table
 from astropy.utils.exceptions import AstropyUserWarning
 
 from gemred import provenance
-from gemred.frame import Extension, Frame
+from gemred.frame import Extension, Frame, copy_header
 
 __all__ = [
     "GemredInputError",
@@ -349,7 +349,7 @@ def processed_hdus(
 
     SCI and VAR are stored as float32 and DQ as uint16, as DRAGONS writes them.
     """
-    base = fits.Header() if header is None else header.copy()
+    base = fits.Header() if header is None else copy_header(header)
     for key in ("EXTNAME", "EXTVER", "BZERO", "BSCALE", "BUNIT"):
         base.remove(key, ignore_missing=True, remove_all=True)
     hdus = []
@@ -406,7 +406,7 @@ def read_frame(path: str | os.PathLike, *, memmap: bool = False, tables: bool = 
         return _scaled_map(hdu) if memmap else hdu.data
 
     with open_raw(path, memmap=memmap, scale=not memmap) as hdul:
-        phu = hdul[0].header.copy()
+        phu = copy_header(hdul[0].header)
         named = any(h.name in ("SCI", "VAR", "DQ") for h in hdul[1:])
         extensions: dict[int, Extension] = {}
         other_tables: dict[str, Table] = {}
@@ -423,16 +423,16 @@ def read_frame(path: str | os.PathLike, *, memmap: bool = False, tables: bool = 
             if hdu.data is None:
                 continue
             if not named:
-                extensions[index] = Extension(pixels(hdu).astype(np.float32), hdu.header.copy())
+                extensions[index] = Extension(pixels(hdu).astype(np.float32), copy_header(hdu.header))
                 continue
             ver = hdu.ver
             if hdu.name == "SCI":
                 if memmap:
                     # Set after construction, which would copy it to native byte order.
-                    extensions[ver] = Extension(np.empty((0, 0), np.float32), hdu.header.copy())
+                    extensions[ver] = Extension(np.empty((0, 0), np.float32), copy_header(hdu.header))
                     extensions[ver].sci = pixels(hdu)
                 else:
-                    extensions[ver] = Extension(hdu.data, hdu.header.copy())
+                    extensions[ver] = Extension(hdu.data, copy_header(hdu.header))
             elif hdu.name == "VAR" and ver in extensions:
                 var = pixels(hdu)
                 extensions[ver].var = var if memmap and var.dtype == ">f4" else var.astype(np.float32)
@@ -462,14 +462,14 @@ def read_catalogues(path: str | os.PathLike) -> Frame:
     """
     path = Path(path)
     with open_raw(path, memmap=True) as hdul:
-        phu = hdul[0].header.copy()
+        phu = copy_header(hdul[0].header)
         objcats = {hdu.ver: hdu for hdu in hdul[1:] if hdu.name == "OBJCAT"}
         extensions = []
         for hdu in sorted((hdu for hdu in hdul[1:] if hdu.name == "SCI"), key=lambda hdu: hdu.ver):
             shape = (int(hdu.header["NAXIS2"]), int(hdu.header["NAXIS1"]))
             objcat = Table.read(objcats[hdu.ver]) if hdu.ver in objcats else None
             pixels = np.broadcast_to(np.float32(0), shape)
-            extensions.append(Extension(pixels, hdu.header.copy(), objcat=objcat))
+            extensions.append(Extension(pixels, copy_header(hdu.header), objcat=objcat))
     if not extensions:
         msg = f"{path}: no SCI extension; give a processed (mosaicked or sky-subtracted) frame"
         raise GemredInputError(msg)
@@ -526,7 +526,7 @@ def write_frame(
         that a single job reads (a GMOS mosaic): whoever reads it computes the checksum
         then, on a background thread while it works.
     """
-    phu = frame.phu.copy()
+    phu = copy_header(frame.phu)
     phu.setdefault("ORIGNAME", f"{frame.root}.fits")
     for key in ("EXTEND", "NEXTEND"):
         phu.remove(key, ignore_missing=True)
@@ -566,9 +566,9 @@ def read_bpm(path: str | os.PathLike) -> Frame:
         If the file is unreadable or holds no image extension.
     """
     with open_raw(path) as hdul:
-        phu = hdul[0].header.copy()
+        phu = copy_header(hdul[0].header)
         extensions = [
-            Extension(np.broadcast_to(np.float32(0), hdu.data.shape), hdu.header.copy(), dq=hdu.data)
+            Extension(np.broadcast_to(np.float32(0), hdu.data.shape), copy_header(hdu.header), dq=hdu.data)
             for hdu in hdul[1:]
             if isinstance(hdu, fits.ImageHDU) and hdu.data is not None
         ]

@@ -22,7 +22,7 @@ import numpy as np
 from astropy.io import fits
 
 from gemred import dq as dqbits
-from gemred.frame import Extension, Frame
+from gemred.frame import Extension, Frame, copy_header
 from gemred.instruments import gmos
 from gemred.resample import resample_arrays
 from gemred.sections import Section, format_section, parse_section
@@ -175,7 +175,7 @@ def _mosaic_header(
         msg = f"{frame.root}: no extension of CCD2 (the mosaic's reference) found"
         raise ValueError(msg)
     first = min(ccd2, key=lambda i: sections[i][1].x1)
-    header = frame[first].header.copy()
+    header = copy_header(frame[first].header)
     sec = sections[first][1]
     for axis, start, bin_ in ((1, sec.x1, xbin), (2, sec.y1, ybin)):
         key = f"CRPIX{axis}"
@@ -277,6 +277,8 @@ def mosaic_gmos(
 
     header = _mosaic_header(frame, sections, xbin, ybin, origin)
     header["DATASEC"] = (format_section((0, shape[1], 0, shape[0])), "Data section")
-    result = Frame(frame.phu.copy(), [Extension(sci, header, var, dq, None)], frame.root, dict(frame.tables))
+    result = Frame(
+        copy_header(frame.phu), [Extension(sci, header, var, dq, None)], frame.root, dict(frame.tables)
+    )
     result.stamp("MOSAIC", "mosaicDetectors" if not tile else "tileArrays")
     return result

@@ -50,7 +50,7 @@ from astropy.wcs import WCS, FITSFixedWarning
 from scipy import ndimage
 
 from gemred import dq as dqbits
-from gemred.frame import Extension, Frame
+from gemred.frame import Extension, Frame, copy_header
 
 __all__ = [
     "INTERPOLANTS",
@@ -754,7 +754,7 @@ def resample_to_reference(
             lo = np.minimum(lo, np.ceil(out.min(axis=0)).astype(int))
             hi = np.maximum(hi, np.floor(out.max(axis=0)).astype(int) + 1)
     shape = (int(hi[0] - lo[0]), int(hi[1] - lo[1]))
-    header = ref.header.copy()
+    header = copy_header(ref.header)
     header["CRPIX1"] = float(header["CRPIX1"]) - lo[1]
     header["CRPIX2"] = float(header["CRPIX2"]) - lo[0]
     header["DATASEC"] = (f"[1:{shape[1]},1:{shape[0]}]", "Data section")
@@ -810,13 +810,15 @@ def resample_to_reference(
         sci[nodata] = 0.0
         if var is not None:
             var[nodata] = 0.0
-        hdr = header.copy()
+        hdr = copy_header(header)
         for key in ("BUNIT", "SATLEVEL", "NONLINEA", "RDNOISE", "GAIN", "EXPTIME"):
             if key in frame[0].header:
                 hdr[key] = frame[0].header[key]
         hdr["JFACTOR"] = (jfactor, "Jacobian factor applied by resampling")
         hdr["VARCORR"] = (varcorr, "Variance of a many-pixel sum / sum of its VAR")
-        result = Frame(frame.phu.copy(), [Extension(sci, hdr, var, dq, None)], frame.root, dict(frame.tables))
+        result = Frame(
+            copy_header(frame.phu), [Extension(sci, hdr, var, dq, None)], frame.root, dict(frame.tables)
+        )
         result.stamp("ALIGN", "resampleToCommonFrame")
         return result
 

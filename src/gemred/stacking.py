@@ -36,7 +36,7 @@ import numpy as np
 from astropy.io import fits
 
 from gemred.dq import BAD_PIXEL, COSMIC_RAY, NO_DATA, NON_LINEAR, OVERLAP, SATURATED, UNILLUMINATED
-from gemred.frame import Extension, Frame
+from gemred.frame import Extension, Frame, copy_header
 from gemred.io import open_raw, root_name
 from gemred.sections import parse_section
 
@@ -766,10 +766,10 @@ def _apply_levels(sci: np.ndarray, var: np.ndarray | None, scales: np.ndarray, o
 def _output_frame(
     phu: fits.Header, headers: list[fits.Header], root: str, results: list, n_img: int
 ) -> Frame:
-    phu = phu.copy()
+    phu = copy_header(phu)
     phu["NCOMBINE"] = (n_img, "Number of images combined")
     extensions = [
-        Extension(sci, header.copy(), var=var, dq=dq)
+        Extension(sci, copy_header(header), var=var, dq=dq)
         for header, (sci, var, dq) in zip(headers, results, strict=True)
     ]
     frame = Frame(phu, extensions, root)

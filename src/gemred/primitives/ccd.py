@@ -16,7 +16,7 @@ from typing import Literal
 import numpy as np
 from numpy.polynomial import chebyshev
 
-from gemred.frame import Extension, Frame
+from gemred.frame import Extension, Frame, copy_header
 from gemred.instruments import gmos
 from gemred.io import GemredInputError
 from gemred.primitives.standardize import _binning, frame_label
@@ -277,9 +277,9 @@ def trim_overscan(frame: Frame) -> Frame:
         If the frame is already trimmed or a ``DATASEC`` is missing or outside the array.
     """
     name = frame_label(frame)
-    out = Frame(frame.phu.copy(), [], frame.root, copy.deepcopy(frame.tables))
+    out = Frame(copy_header(frame.phu), [], frame.root, copy.deepcopy(frame.tables))
     for i, source in enumerate(frame):
-        hdr = source.header.copy()
+        hdr = copy_header(source.header)
         if str(hdr.get("TRIMMED", "")).lower() == "yes":
             msg = f"{name}: extension {i + 1} is already trimmed"
             raise GemredInputError(msg)

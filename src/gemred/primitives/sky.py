@@ -38,7 +38,7 @@ from scipy import ndimage
 
 from gemred.detection import object_mask
 from gemred.dq import BAD_PIXEL, COSMIC_RAY, NO_DATA, UNILLUMINATED
-from gemred.frame import Extension, Frame
+from gemred.frame import Extension, Frame, copy_header
 from gemred.io import GemredInputError
 from gemred.stacking import clipped_median, level_offsets, stack_arrays
 
@@ -406,7 +406,7 @@ def make_sky(
     for k, template in enumerate(frames[0]):
         ny, nx = template.shape
         ext_masks = [None] * n_img if masks is None else [m[k] for m in masks]
-        header = template.header.copy()
+        header = copy_header(template.header)
         offsets = all_offsets[k]
         if drifts is not None:
             offsets = offsets + drifts[k]
@@ -436,7 +436,7 @@ def make_sky(
             if var_out is not None:
                 var_out[band] = v
         out_exts.append(Extension(sci_out, header, var=var_out, dq=dq_out))
-    phu = frames[0].phu.copy()
+    phu = copy_header(frames[0].phu)
     phu["NCOMBINE"] = (n_img, "Number of sky frames combined")
     phu["SKYMASK"] = (masks is not None, "Sources masked in the sky frames")
     for i, offset in enumerate(all_offsets[0] + (0.0 if drifts is None else drifts[0]), start=1):
@@ -579,7 +579,7 @@ def subtract_sky(
     out = []
     for ext, sky_ext, mask in zip(frame, sky, masks, strict=True):
         diff = _difference(ext, sky_ext)
-        header = ext.header.copy()
+        header = copy_header(ext.header)
         if mask is not None:
             good = ~mask & np.isfinite(diff.sci)
             if diff.dq is not None:
@@ -588,7 +588,7 @@ def subtract_sky(
             diff.sci -= np.float32(level)
             header["SKYLEVEL"] = (round(level, 3), "Level added to the sky before subtraction (e-)")
         out.append(Extension(diff.sci, header, var=diff.var, dq=diff.dq, objcat=ext.objcat))
-    result = Frame(frame.phu.copy(), out, frame.root, {k: t.copy() for k, t in frame.tables.items()})
+    result = Frame(copy_header(frame.phu), out, frame.root, {k: t.copy() for k, t in frame.tables.items()})
     result.phu["SKYOFFST"] = (bool(offset_sky), "Sky level matched before subtraction")
     result.stamp("SKYCORR", "UT time stamp for subtract_sky (skyCorrect)")
     return result

@@ -37,7 +37,7 @@ import numpy as np
 from astropy.io import fits
 
 from gemred.descriptors import _ut_datetime
-from gemred.frame import Extension, Frame
+from gemred.frame import Extension, Frame, copy_header
 from gemred.io import GemredInputError
 
 __all__ = ["BAD_WCS_MODES", "WCS_TOLERANCE_ARCSEC", "GROUP_GAP_SECONDS", "wcs_discrepancies", "check_wcs"]
@@ -167,7 +167,7 @@ def wcs_discrepancies(frames: Sequence[Frame]) -> tuple[np.ndarray, list[list[in
 
 def _rebuilt(frame: Frame, headers: list[fits.Header], note: str) -> Frame:
     extensions = [Extension(e.sci, h, e.var, e.dq, e.objcat) for e, h in zip(frame, headers, strict=True)]
-    phu = frame.phu.copy()
+    phu = copy_header(frame.phu)
     phu["WCSFIX"] = (note, "How prepare:bad_wcs rebuilt the WCS")
     return Frame(phu, extensions, frame.root, frame.tables)
 
@@ -242,7 +242,7 @@ def _fixed_wcs(frame: Frame, ref: Frame) -> Frame:
     east, north = np.subtract(_offsets(frame), _offsets(ref))
     headers = []
     for ext, ref_ext in zip(frame, ref, strict=True):
-        header = ext.header.copy()
+        header = copy_header(ext.header)
         for key in _WCS_KEYS:
             header[key] = ref_ext.header[key]
         header["CRVAL1"], header["CRVAL2"] = _move(
@@ -261,7 +261,7 @@ def _new_wcs(frame: Frame) -> Frame:
     crval = _move(ra, dec, *_offsets(frame))
     headers = []
     for ext in frame:
-        header = ext.header.copy()
+        header = copy_header(ext.header)
         header["CRVAL1"], header["CRVAL2"] = crval
         headers.append(header)
     return _rebuilt(frame, headers, "new: target RA/DEC and the offsets")

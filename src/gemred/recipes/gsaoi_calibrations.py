@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from gemred.frame import Extension, Frame
+from gemred.frame import Extension, Frame, copy_header
 from gemred.io import GemredInputError, open_raw, read_bpm, read_frame, read_headers, root_name
 from gemred.primitives.ccd import adu_to_electrons
 from gemred.primitives.flat import flat_correct, normalize_flat, threshold_flatfield
@@ -168,8 +168,8 @@ class _RawGroup:
             if shapes != self.shapes:
                 msg = f"{path}: array shapes {shapes} differ from {self.paths[0]}'s {self.shapes}"
                 raise GemredInputError(msg)
-        self.phus = [hdul[0].header.copy() for hdul in self.hduls]
-        self.headers = [[h.header.copy() for h in images] for images in self.images]
+        self.phus = [copy_header(hdul[0].header) for hdul in self.hduls]
+        self.headers = [[copy_header(h.header) for h in images] for images in self.images]
         self.roots = [root_name(Path(p), phu) for p, phu in zip(self.paths, self.phus, strict=True)]
 
     def band(self, index: int, rows: slice) -> Frame:
@@ -334,10 +334,10 @@ def make_lamp_flat(
         for group in groups:
             group.close()
     extensions = [
-        Extension(sci, ext.header.copy(), var=var, dq=mask)
+        Extension(sci, copy_header(ext.header), var=var, dq=mask)
         for ext, (sci, var, mask) in zip(template, planes, strict=True)
     ]
-    flat = Frame(template.phu.copy(), extensions, template.root)
+    flat = Frame(copy_header(template.phu), extensions, template.root)
     del planes, extensions, template, bpm  # only one full-size copy at a time from here on
     flat.phu["NLAMPOFF"] = (len(off), "Lamp-off flats stacked and subtracted")
     flat.stamp("LAMPFLAT", "UT time stamp for make_lamp_flat")

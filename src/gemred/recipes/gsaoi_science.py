@@ -41,7 +41,7 @@ from gemred.distortion import (
     pixel_to_sky,
     resample_to_grid,
 )
-from gemred.frame import Extension, Frame
+from gemred.frame import Extension, Frame, copy_header
 from gemred.io import GemredInputError, open_raw, read_catalogues, read_frame, root_name, write_frame
 from gemred.primitives.scaling import scale_counts_to_reference
 from gemred.primitives.wcs_check import check_wcs
@@ -201,9 +201,9 @@ def _checked_headers(paths: Sequence[Path], sequence: Sequence[Path], bad_wcs: s
 def _header_shell(path: Path) -> Frame:
     """A processed frame's headers with 1x1 placeholder pixels; its pixels are not read."""
     with open_raw(path, memmap=True) as hdul:
-        phu = hdul[0].header.copy()
+        phu = copy_header(hdul[0].header)
         sci = sorted((hdu for hdu in hdul[1:] if hdu.name == "SCI"), key=lambda hdu: hdu.ver)
-        extensions = [Extension(np.zeros((1, 1), np.float32), hdu.header.copy()) for hdu in sci]
+        extensions = [Extension(np.zeros((1, 1), np.float32), copy_header(hdu.header)) for hdu in sci]
     if not extensions:
         msg = f"{path}: no SCI extensions; give the sky-subtracted (or flat-corrected) GSAOI frames"
         raise GemredInputError(msg)
