@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from gemred.io import GemredInputError
+from gemred.errors import GemredInputError
 
 if TYPE_CHECKING:
     import pandas as pd

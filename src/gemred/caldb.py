@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING
 
 from gemred.association import MATCH_KEYS, WINDOW_DAYS, rank_candidates
 from gemred.descriptors import descriptors as read_descriptors
-from gemred.io import GemredInputError
+from gemred.errors import GemredInputError
 
 # pandas only where tables are read: a job storing its calibration skips its import (0.2 s).
 if TYPE_CHECKING:

@@ -12,13 +12,15 @@ import datetime as dt
 import os
 import re
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from astropy.io import fits
-
+from gemred.errors import GemredInputError
 from gemred.instruments import gmos
 from gemred.instruments.gsaoi import READ_MODES
-from gemred.io import GemredInputError, check_instrument, read_headers
 from gemred.sections import parse_section
+
+if TYPE_CHECKING:
+    from astropy.io import fits
 
 __all__ = ["DESCRIPTOR_NAMES", "DESCRIPTOR_TYPES", "descriptors", "tags"]
 
@@ -130,6 +132,8 @@ def descriptors(path: str | os.PathLike) -> dict:
         If the file is missing, truncated or corrupt, not Gemini data, from an instrument
         other than GMOS-N, GMOS-S or GSAOI, or has no image extensions.
     """
+    from gemred.io import check_instrument, read_headers  # astropy, only when a file is read
+
     headers = read_headers(path)
     phu, exts = headers[0], _pixel_extensions(headers[1:])
     check_instrument(path, phu)
@@ -482,8 +486,10 @@ def _time_of_day(text: str) -> dt.timedelta:
 
 def _str(header: fits.Header, key: str) -> str | None:
     """Keyword value as a stripped string; None if absent, undefined or blank."""
+    from astropy.io.fits.card import Undefined  # loaded with the header
+
     value = header.get(key)
-    if value is None or isinstance(value, fits.card.Undefined):
+    if value is None or isinstance(value, Undefined):
         return None
     text = str(value).strip()
     return text or None

@@ -21,6 +21,7 @@ from astropy.table import Table
 from astropy.utils.exceptions import AstropyUserWarning
 
 from gemred import provenance
+from gemred.errors import GemredInputError
 from gemred.frame import Extension, Frame, copy_header
 
 __all__ = [
@@ -42,10 +43,6 @@ __all__ = [
 ]
 
 SUPPORTED_INSTRUMENTS = ("GMOS-N", "GMOS-S", "GSAOI")
-
-
-class GemredInputError(ValueError):
-    """An input file or selection that cannot be reduced; the message names file and fix."""
 
 
 def check_instrument(path: str | os.PathLike, header: fits.Header) -> None:

@@ -31,11 +31,13 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-
-from astropy.io import fits
-from astropy.table import Table, unique, vstack
+from typing import TYPE_CHECKING
 
 from gemred import __version__
+
+if TYPE_CHECKING:
+    from astropy.io import fits
+    from astropy.table import Table
 
 __all__ = [
     "source_hash",
@@ -301,6 +303,8 @@ def annotate(phu: fits.Header, tables: Mapping[str, Table], *, output: str) -> d
         ``tables`` with ``PROVENANCE`` and ``PROVHISTORY`` replaced by those of this product:
         its inputs' tables merged, plus this job's inputs and this job.
     """
+    from astropy.table import Table, unique, vstack  # loaded with astropy.io.fits by io
+
     record = current_job()
     if record is None:
         return dict(tables)
@@ -347,6 +351,9 @@ def annotate(phu: fits.Header, tables: Mapping[str, Table], *, output: str) -> d
 
 def _product_tables(path: str) -> dict[str, list[Table]]:
     """The PROVENANCE and PROVHISTORY tables of an input that is a gemred product (else none)."""
+    from astropy.io import fits
+    from astropy.table import Table
+
     with open(path, "rb") as fh:
         if fh.read(9) != b"SIMPLE  =":
             return {}

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from gemred.io import GemredInputError
+from gemred.errors import GemredInputError
 
 __all__ = [
     "CONFIG_KEYS",

@@ -34,7 +34,7 @@ from pathlib import Path
 import pandas as pd
 
 from gemred.descriptors import descriptors
-from gemred.io import GemredInputError, atomic_output
+from gemred.errors import GemredInputError
 
 __all__ = ["ROLES", "TABLE_COLUMNS", "build_table", "write_table", "read_table"]
 
@@ -154,6 +154,8 @@ def write_table(table: pd.DataFrame, path: str | os.PathLike) -> Path:
     folder = path.parent.resolve()
     out = table[[*TABLE_COLUMNS, *(c for c in table.columns if c not in TABLE_COLUMNS)]].copy()
     out["filename"] = [_relative(name, folder) for name in out["filename"]]
+    from gemred.io import atomic_output  # astropy: not loaded to read a table
+
     with atomic_output(path) as tmp:
         out.to_csv(tmp, sep="\t", index=False, lineterminator="\n")
     return path

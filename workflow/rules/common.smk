@@ -14,7 +14,7 @@ from snakemake.utils import validate
 
 from gemred.association import CalibrationRequest, match_bpm, match_calibration
 from gemred.caldb import CalibrationDB
-from gemred.io import GemredInputError
+from gemred.errors import GemredInputError
 from gemred.instruments.gmos import needs_fringe_correction
 from gemred.provenance import software_version
 from gemred.sky import associate_sky, drift_tracers, separate_sky
