@@ -74,6 +74,34 @@ def test_run_job_failure_logs_the_traceback_and_exits_non_zero(tmp_path):
     assert "after run_job" not in result.stdout
 
 
+def _need_glibc() -> None:
+    import ctypes
+
+    import pytest
+
+    if not hasattr(ctypes.CDLL(None), "mallinfo2"):
+        pytest.skip("not glibc (>= 2.33): the allocator is left as it is")
+
+
+def _job_output(tmp_path, script: str, *args: str, env: dict | None = None) -> dict:
+    """Run ``script`` in a process of its own, as Snakemake runs a job, with an output file,
+    a log file and ``args`` as its arguments; the JSON it wrote to its output."""
+    import json
+
+    path = tmp_path / "job.py"
+    path.write_text(script)
+    out = tmp_path / "job.json"
+    result = subprocess.run(
+        [sys.executable, str(path), str(out), str(tmp_path / "job.log"), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(out.read_text())
+
+
 _MEMORY_SCRIPT = textwrap.dedent(
     """
     import ctypes
@@ -114,24 +142,8 @@ _MEMORY_SCRIPT = textwrap.dedent(
 def test_run_job_keeps_freed_memory_for_reuse(tmp_path):
     """A job's large arrays come from malloc's heap and their memory stays there once freed
     (glibc), so the next array reuses pages already faulted in instead of new ones."""
-    import ctypes
-    import json
-
-    import pytest
-
-    if not hasattr(ctypes.CDLL(None), "mallinfo2"):
-        pytest.skip("not glibc (>= 2.33): the allocator is left as it is")
-    script = tmp_path / "job.py"
-    script.write_text(_MEMORY_SCRIPT)
-    out = tmp_path / "memory.json"
-    result = subprocess.run(
-        [sys.executable, str(script), str(out), str(tmp_path / "job.log")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
-    stats = json.loads(out.read_text())
+    _need_glibc()
+    stats = _job_output(tmp_path, _MEMORY_SCRIPT)
     size = 96 * 2**20
     assert stats["mapped"] < size  # by default glibc maps a block this large on its own
     assert stats["heap"] >= size  # ... and unmaps it when freed
@@ -177,24 +189,8 @@ _THREAD_MEMORY_SCRIPT = textwrap.dedent(
 def test_run_job_threads_reuse_each_others_freed_memory(tmp_path):
     """Memory a worker thread frees serves the main thread's next array (one malloc arena), so
     a job that reads ahead on a second thread does not hold a heap per thread."""
-    import ctypes
-    import json
-
-    import pytest
-
-    if not hasattr(ctypes.CDLL(None), "mallinfo2"):
-        pytest.skip("not glibc (>= 2.33): the allocator is left as it is")
-    script = tmp_path / "threads.py"
-    script.write_text(_THREAD_MEMORY_SCRIPT)
-    out = tmp_path / "threads.json"
-    result = subprocess.run(
-        [sys.executable, str(script), str(out), str(tmp_path / "threads.log")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
-    assert json.loads(out.read_text())["growth_mb"] < 10  # 40 without the reuse
+    _need_glibc()
+    assert _job_output(tmp_path, _THREAD_MEMORY_SCRIPT)["growth_mb"] < 10  # 40 without the reuse
 
 
 _HUGE_PAGES_SCRIPT = textwrap.dedent(
@@ -237,22 +233,9 @@ _HUGE_PAGES_SCRIPT = textwrap.dedent(
 
 
 def _huge_page_kb(tmp_path, mode: str) -> int:
-    import json
-
-    script = tmp_path / "pages.py"
-    script.write_text(_HUGE_PAGES_SCRIPT)
-    out = tmp_path / f"{mode}.json"
     # numpy's own default (huge pages asked for, on Linux >= 4.6), whatever this shell sets.
     env = {key: value for key, value in os.environ.items() if key != "NUMPY_MADVISE_HUGEPAGE"}
-    result = subprocess.run(
-        [sys.executable, str(script), str(out), str(tmp_path / "pages.log"), mode],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
-    return json.loads(out.read_text())["huge_kb"]
+    return _job_output(tmp_path, _HUGE_PAGES_SCRIPT, mode, env=env)["huge_kb"]
 
 
 def test_run_job_arrays_get_small_pages(tmp_path):
