@@ -713,9 +713,10 @@ def resample_to_reference(
         See :func:`resample_arrays`.
     pixels : callable, optional
         ``pixels(i)`` gives the extension whose SCI, VAR and DQ are resampled for frame ``i``
-        (its header is not used), called once per frame in order; the frames themselves then
-        only need headers and shapes. This bounds memory: a caller that reads each frame's
-        planes here holds one input at a time. By default the frames' own planes are used.
+        (its header is not used), called once per frame in order, on a second thread while
+        the frame before is interpolated; the frames themselves then only need headers and
+        shapes. This bounds memory: a caller that reads each frame's planes here holds two
+        inputs at a time. By default the frames' own planes are used.
 
     Returns
     -------

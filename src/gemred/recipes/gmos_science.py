@@ -119,8 +119,9 @@ def stack_science(
     mosaics : sequence of Frame or path-like
         Single-extension mosaics with OBJCAT (from :func:`reduce_to_mosaic`), or their files;
         the first is the reference for alignment, pixel grid and exposure time. Files are read
-        for their headers and catalogues, then for their pixels one at a time as they are
-        resampled, so only one mosaic's pixels are held with the resampled frames.
+        for their headers and catalogues, then for their pixels as they are resampled (the
+        next one read while one is resampled), so at most two mosaics' pixels are held with
+        the resampled frames.
     align, resample, cosmic_rays, stack, detect : mapping, optional
         Parameters of :func:`~gemred.alignment.adjust_wcs_to_reference`,
         :func:`~gemred.resample.resample_to_reference`,
