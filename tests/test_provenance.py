@@ -239,3 +239,18 @@ def test_no_checksum_is_computed_where_it_cannot_be_kept(tmp_path, monkeypatch):
     monkeypatch.delattr(os, "setxattr")
     monkeypatch.setattr(provenance, "_compute_md5", lambda path: pytest.fail("checksum computed"))
     store_md5(path)
+
+
+def test_inputs_without_gemred_provenance_are_not_searched_for_tables(tmp_path, monkeypatch):
+    """A raw file's extensions are not read to look for provenance tables it cannot have
+    (only files written in a job carry them, with GEMRED in the primary header)."""
+    raw = tmp_path / "N20170613S0180.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.zeros((2, 2), np.float32))]).writeto(raw)
+    opened = []
+    real_open = fits.open
+    monkeypatch.setattr(fits, "open", lambda *a, **k: opened.append(a[0]) or real_open(*a, **k))
+    with job("master_bias", inputs=[raw], params={}):
+        product = write_frame(_frame(1.0), tmp_path / "bias.fits")
+    assert str(raw) not in map(str, opened)
+    with fits.open(product) as hdul:
+        assert list(Table.read(hdul["PROVENANCE"])["filename"]) == [raw.name]

@@ -357,6 +357,11 @@ def _product_tables(path: str) -> dict[str, list[Table]]:
     with open(path, "rb") as fh:
         if fh.read(9) != b"SIMPLE  =":
             return {}
+    # The tables come with GEMRED in the primary header (see annotate): a raw frame, a BPM or
+    # a reference catalogue has none, and looking for them meant reading all its extension
+    # headers (0.12 s for ten raw GMOS biases).
+    if "GEMRED" not in fits.getheader(path, 0):
+        return {}
     found: dict[str, list[Table]] = {}
     with fits.open(path, memmap=True) as hdul:
         for hdu in hdul[1:]:
