@@ -762,20 +762,21 @@ def resample_to_reference(
 
     ref_index = reference_index % len(frames)
 
-    def load(index: int) -> tuple[list[np.ndarray | None], bool]:
-        """Frame ``index``'s planes, ready to interpolate (the reference's as they are), and
-        whether it has VAR."""
+    def load(index: int) -> list[np.ndarray | None]:
+        """Frame ``index``'s SCI, VAR (or None) and DQ, ready to interpolate (the reference's
+        as they are)."""
         frame = frames[index]
         ext = frame[0] if pixels is None else pixels(index)
         if ext.shape != frame[0].shape:
             msg = f"{frame.root}: pixels of shape {ext.shape} given for a frame of shape {frame[0].shape}"
             raise ValueError(msg)
         if index == ref_index:
-            return [ext.sci, ext.var, ext.dq], ext.var is not None
-        return _prepared_planes(ext.sci, ext.var, ext.dq, order), ext.var is not None
+            return [ext.sci, ext.var, ext.dq]
+        return _prepared_planes(ext.sci, ext.var, ext.dq, order)
 
-    def resampled(index: int, planes: list[np.ndarray | None], has_var: bool) -> Frame:
+    def resampled(index: int, planes: list[np.ndarray | None]) -> Frame:
         frame = frames[index]
+        has_var = planes[1] is not None
         matrix, offset, _ = transforms[index]
         jfactor = abs(float(np.linalg.det(matrix))) if conserve else 1.0
         varcorr = 1.0
@@ -829,9 +830,9 @@ def resample_to_reference(
     with ThreadPoolExecutor(max_workers=1) as loader:
         pending = loader.submit(load, 0)
         for index in range(len(frames)):
-            planes, has_var = pending.result()
+            planes = pending.result()
             if index + 1 < len(frames):
                 pending = loader.submit(load, index + 1)
-            out.append(resampled(index, planes, has_var))
+            out.append(resampled(index, planes))
             del planes
     return out
